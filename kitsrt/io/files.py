@@ -1,0 +1,24 @@
+"""Small text outputs (reports, scores, manifests), written whole or not at all."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kitsrt.errors import InputError
+
+
+def write_text_atomic(text: str, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write a small text file through a temporary name and a rename."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: output already exists; pass --overwrite to replace it")
+    if not path.parent.exists():
+        raise InputError(f"{path.parent}: output folder does not exist")
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

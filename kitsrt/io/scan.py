@@ -1,0 +1,242 @@
+"""Scans and label maps in memory, read from and written to disk with their exact geometry.
+
+Axis order, stated once for all of kitsrt:
+
+* ``Geometry`` speaks ITK's language: ``size``, ``spacing_mm`` and ``origin_mm`` are in index order
+  (i, j, k), and ``direction`` is the row-major 3x3 matrix whose *columns* are the physical (LPS)
+  directions of the index axes i, j and k.
+* ``Scan.array`` is the NumPy view SimpleITK gives, so its axes are the index axes reversed:
+  ``array[k, j, i]``. ``Geometry.array_spacing_mm`` gives the spacing in that order.
+
+Nothing in kitsrt assumes which axis is the slice axis: KiTS19 files store the slices along index
+axis i (array axis 2), most DICOM-derived files along k. Code works from spacing and direction, and
+resamples onto explicit grids instead of reorienting the volume.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from kitsrt.errors import InputError
+from kitsrt.io.integrity import nifti_is_truncated
+
+SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+# Single-file formats only, so that one rename makes the output appear whole.
+OUTPUT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where every voxel of a 3-D grid lies in physical (LPS, mm) space. Index order (i, j, k)."""
+
+    size: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float]
+    direction: tuple[float, ...]  # 9 numbers, row-major; columns are the index axes
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> Geometry:
+        return cls(
+            size=tuple(int(s) for s in image.GetSize()),
+            spacing_mm=tuple(float(s) for s in image.GetSpacing()),
+            origin_mm=tuple(float(o) for o in image.GetOrigin()),
+            direction=tuple(float(d) for d in image.GetDirection()),
+        )
+
+    @property
+    def array_shape(self) -> tuple[int, int, int]:
+        """Shape of the NumPy array on this grid: (k, j, i)."""
+        return tuple(reversed(self.size))
+
+    @property
+    def array_spacing_mm(self) -> tuple[float, float, float]:
+        """Spacing in NumPy axis order (k, j, i)."""
+        return tuple(reversed(self.spacing_mm))
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        return np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(np.prod(self.spacing_mm)) / 1000.0
+
+    def index_to_physical(self, index_ijk: np.ndarray) -> np.ndarray:
+        """Physical points (N, 3) of continuous indices (N, 3) in (i, j, k) order."""
+        scaled = np.asarray(index_ijk, dtype=np.float64) * np.asarray(self.spacing_mm)
+        return scaled @ self.direction_matrix.T + np.asarray(self.origin_mm)
+
+    def physical_to_index(self, points_mm: np.ndarray) -> np.ndarray:
+        """Continuous (i, j, k) indices (N, 3) of physical points (N, 3)."""
+        rel = np.asarray(points_mm, dtype=np.float64) - np.asarray(self.origin_mm)
+        return (rel @ np.linalg.inv(self.direction_matrix).T) / np.asarray(self.spacing_mm)
+
+    def apply_to(self, image: sitk.Image) -> sitk.Image:
+        """Stamp this geometry on ``image`` (whose size must match) and return it."""
+        if tuple(image.GetSize()) != self.size:
+            raise ValueError(f"image size {image.GetSize()} does not match geometry size {self.size}")
+        image.SetSpacing(self.spacing_mm)
+        image.SetOrigin(self.origin_mm)
+        image.SetDirection(self.direction)
+        return image
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A 3-D scalar image: a SimpleITK image whose pixels are exposed as a read-only NumPy view."""
+
+    image: sitk.Image
+    source: str = ""
+
+    @classmethod
+    def from_array(cls, array: np.ndarray, geometry: Geometry, source: str = "") -> Scan:
+        """Wrap an array in (k, j, i) order on ``geometry``. The array is copied into ITK memory."""
+        if tuple(array.shape) != geometry.array_shape:
+            raise ValueError(f"array shape {array.shape} != geometry array shape {geometry.array_shape}")
+        return cls(geometry.apply_to(sitk.GetImageFromArray(array, isVector=False)), source)
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry.of(self.image)
+
+    @property
+    def array(self) -> np.ndarray:
+        """A read-only view (no copy) of the voxels, axes (k, j, i). The view keeps the image alive,
+        so ``synthesize_ct(...).array`` is safe even though the Scan itself is a temporary."""
+        return _view_owning(self.image)
+
+
+class _ImageBuffer:
+    """Exposes an image's voxels through the array interface while holding a reference to it."""
+
+    def __init__(self, image: sitk.Image):
+        self.image = image
+        view = sitk.GetArrayViewFromImage(image)
+        interface = dict(view.__array_interface__)
+        interface["data"] = (interface["data"][0], True)  # read-only
+        self.__array_interface__ = interface
+
+
+def _view_owning(image: sitk.Image) -> np.ndarray:
+    return np.asarray(_ImageBuffer(image))
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _check_volume(dimension: int, components: int, size: tuple[int, ...], path: Path) -> None:
+    if dimension != 3:
+        raise InputError(f"{path}: image is {dimension}-D; kitsrt needs a single 3-D volume")
+    if components != 1:
+        raise InputError(f"{path}: image has {components} components per voxel; "
+                         "kitsrt needs a scalar (grey-level) volume")
+    if min(size) < 2:
+        raise InputError(f"{path}: image size {tuple(size)} is a single slice; kitsrt needs a 3-D volume")
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series_ids:
+        raise InputError(f"{folder}: folder holds no DICOM series; give a DICOM folder or an image file "
+                         f"({', '.join(SUPPORTED_SUFFIXES)})")
+    if len(series_ids) > 1:
+        raise InputError(f"{folder}: folder holds {len(series_ids)} DICOM series; put one series per folder")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def read_scan(path: str | os.PathLike) -> Scan:
+    """Read a NIfTI, NRRD or MetaImage file, or a folder holding one DICOM series.
+
+    Raises InputError, naming the file and the problem, for anything that is not a readable 3-D
+    scalar volume. The header is checked before the voxels are read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    try:
+        if path.is_dir():
+            image = _read_dicom_series(path)
+        else:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            _check_volume(reader.GetDimension(), reader.GetNumberOfComponents(), reader.GetSize(), path)
+            bytes_per_voxel = sitk.Image(1, 1, 1, reader.GetPixelID()).GetSizeOfPixelComponent()
+            if nifti_is_truncated(path, reader.GetSize(), bytes_per_voxel):
+                raise InputError(f"{path}: file is truncated (shorter than its header says); "
+                                 "copy or export it again")
+            image = reader.Execute()
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = next((ln for ln in first if "ERROR" in ln or "rror" in ln), first[-1] if first else "")
+        raise InputError(f"{path}: cannot read it as an image (truncated, corrupt or unsupported format): "
+                         f"{detail.strip()[:200]}") from None
+    _check_volume(image.GetDimension(), image.GetNumberOfComponentsPerPixel(), image.GetSize(), path)
+    return Scan(image, source=str(path))
+
+
+LABEL_VALUES = (0, 1, 2)  # background, kidney, tumor
+
+
+def read_label_map(path: str | os.PathLike) -> Scan:
+    """Read a label map: like ``read_scan``, and its voxels must be integers in {0, 1, 2}
+    (background, kidney, tumor). Returned as uint8."""
+    scan = read_scan(path)
+    values = scan.array
+    if scan.image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64) and not np.array_equal(
+            values, np.round(values)):
+        raise InputError(f"{path}: label map holds non-integer values; expected integer labels "
+                         "0 background, 1 kidney, 2 tumor")
+    low, high = values.min(), values.max()
+    if low < min(LABEL_VALUES) or high > max(LABEL_VALUES):
+        raise InputError(f"{path}: label map holds values from {low:g} to {high:g}; expected only "
+                         "0 background, 1 kidney, 2 tumor (is this a CT image instead of a label map?)")
+    if scan.image.GetPixelID() == sitk.sitkUInt8:
+        return scan
+    return Scan(sitk.Cast(scan.image, sitk.sitkUInt8), source=scan.source)
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool,
+                      allowed_suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Path:
+    """Validate an output path before any work is done: known format, folder exists, no clobbering."""
+    path = Path(path)
+    if _suffix(path) not in allowed_suffixes:
+        raise InputError(f"{path}: unsupported output format; use one of {', '.join(allowed_suffixes)}")
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: output already exists; pass --overwrite to replace it")
+    if not path.parent.exists():
+        raise InputError(f"{path.parent}: output folder does not exist")
+    return path
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = False,
+                allowed_suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Path:
+    """Write atomically: to a temporary file in the same folder, then rename over ``path``."""
+    path = check_output_path(path, overwrite, allowed_suffixes)
+    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}{_suffix(path)}")
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=_suffix(path) in (".nii.gz", ".nrrd", ".mha"))
+        os.replace(tmp, path)
+    except RuntimeError as exc:
+        raise InputError(f"{path}: could not write it: {str(exc).strip().splitlines()[-1][:200]}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_label_map(labels: np.ndarray, reference: Geometry, path: str | os.PathLike,
+                    overwrite: bool = False) -> Path:
+    """Write a uint8 label map (axes (k, j, i)) on exactly ``reference``'s grid, atomically."""
+    image = Scan.from_array(np.ascontiguousarray(labels, dtype=np.uint8), reference).image
+    return write_image(image, path, overwrite)
