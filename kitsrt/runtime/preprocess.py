@@ -1,0 +1,98 @@
+"""Preprocessing shared by training, calibration and inference: physical grids, resampling, HU window.
+
+Networks see volumes on *canonical grids*: LPS-aligned (identity direction), isotropic spacing, array
+axes (z, y, x). A canonical grid is defined by a physical box, so the same code serves the whole
+scan at 6 mm and one kidney's VOI at 1 mm, whatever the scan's own axis order. Training, calibration
+and the runtime all call these functions, so a model never sees data prepared differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from kitsrt.io import Geometry
+
+AIR_HU = -1024.0
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in physical LPS space, mm: ``low`` and ``high`` corners as (x, y, z)."""
+
+    low: tuple[float, float, float]
+    high: tuple[float, float, float]
+
+    @property
+    def extent_mm(self) -> np.ndarray:
+        return np.asarray(self.high) - np.asarray(self.low)
+
+    def grown(self, margin_mm: float) -> Box:
+        return Box(tuple(np.asarray(self.low) - margin_mm), tuple(np.asarray(self.high) + margin_mm))
+
+    def intersect(self, other: Box) -> Box:
+        return Box(tuple(np.maximum(self.low, other.low)), tuple(np.minimum(self.high, other.high)))
+
+
+def scan_box(geometry: Geometry) -> Box:
+    """The physical box spanned by a scan's voxel centres."""
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
+    points = geometry.index_to_physical(corners * (np.asarray(geometry.size) - 1))
+    return Box(tuple(points.min(axis=0)), tuple(points.max(axis=0)))
+
+
+def canonical_grid(box: Box, spacing_mm: float, multiple_of: int = 1) -> Geometry:
+    """An LPS-aligned grid of ``spacing_mm`` voxels covering ``box``, its size padded up to a multiple
+    of ``multiple_of`` (the network's divisibility) and centred on the box."""
+    needed = np.floor(box.extent_mm / spacing_mm).astype(int) + 1
+    size = (np.ceil(needed / multiple_of) * multiple_of).astype(int)
+    center = (np.asarray(box.low) + np.asarray(box.high)) / 2.0
+    origin = center - (size - 1) * spacing_mm / 2.0
+    return Geometry(tuple(int(s) for s in size), (float(spacing_mm),) * 3, tuple(float(o) for o in origin),
+                    IDENTITY)
+
+
+def _reference(grid: Geometry, pixel_id: int) -> sitk.Image:
+    return grid.apply_to(sitk.Image(list(grid.size), pixel_id))
+
+
+def _shrink_factors(image: sitk.Image, spacing_mm: float) -> list[int]:
+    return [max(int(spacing_mm / s), 1) for s in image.GetSpacing()]
+
+
+def resample_image(image: sitk.Image, grid: Geometry, default_hu: float = AIR_HU,
+                   anti_alias: bool = True) -> np.ndarray:
+    """Resample a CT onto ``grid`` (linear) as float32 (z, y, x).
+
+    When the grid is much coarser than the scan, voxels are first averaged in integer blocks
+    (``BinShrink``): a cheap box anti-aliasing filter that also shrinks the data the resampler reads.
+    """
+    factors = _shrink_factors(image, grid.spacing_mm[0]) if anti_alias else [1, 1, 1]
+    source = sitk.BinShrink(image, factors) if max(factors) > 1 else image
+    resampled = sitk.Resample(source, _reference(grid, sitk.sitkFloat32), sitk.Transform(),
+                              sitk.sitkLinear, default_hu, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(resampled)
+
+
+def resample_labels(labels: sitk.Image, grid: Geometry) -> np.ndarray:
+    """Resample a label map onto ``grid`` with nearest-neighbour interpolation, uint8 (z, y, x)."""
+    resampled = sitk.Resample(labels, _reference(grid, sitk.sitkUInt8), sitk.Transform(),
+                              sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(resampled)
+
+
+def window_and_scale(hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
+    """Clip HU to ``hu_window`` and scale linearly to [-1, 1] (float32), as the seed 002 recipe says."""
+    low, high = hu_window
+    out = np.clip(hu, low, high, dtype=np.float32)
+    out -= (low + high) / 2.0
+    out *= 2.0 / (high - low)
+    return out
+
+
+def network_input(volume: np.ndarray) -> np.ndarray:
+    """(z, y, x) float32 volume -> (1, 1, z, y, x) contiguous batch of one."""
+    return np.ascontiguousarray(volume[None, None], dtype=np.float32)
