@@ -22,3 +22,14 @@ def write_text_atomic(text: str, path: str | os.PathLike, overwrite: bool = Fals
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def sha256_of(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(block)
+    return digest.hexdigest()
