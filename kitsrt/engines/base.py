@@ -1,0 +1,90 @@
+"""The one interface every backend implements (after Polygraphy's runners).
+
+Life cycle: construct (cheap) -> ``load()`` once (sessions, engines, device buffers) ->
+``infer(feed) -> outputs`` any number of times -> ``close()``; also usable as a context manager.
+The base class checks inputs against the model's metadata, so subclasses implement only the
+``_load`` / ``_infer`` / ``_close`` parts. The cascade never knows which backend it drives.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from kitsrt.errors import KitsrtError
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, dtype and shape of a model input or output; None (or a string) marks a dynamic axis."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple
+
+
+class Backend(ABC):
+    """Runs one network. ``infer`` is safe to call from several threads at once."""
+
+    name = "backend"
+
+    def __init__(self, model_path: str):
+        self.model_path = str(model_path)
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def load(self) -> Backend:
+        with self._lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._loaded:
+                self._close()
+                self._loaded = False
+
+    def __enter__(self) -> Backend:
+        return self.load()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- inference --------------------------------------------------------------------------------
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self._loaded:
+            raise KitsrtError(f"{self.name} backend for {self.model_path}: call load() before infer()")
+        expected = {t.name: t for t in self.inputs()}
+        if set(feed) != set(expected):
+            raise KitsrtError(f"{self.model_path}: inputs {sorted(feed)} given, model takes {sorted(expected)}")
+        for name, array in feed.items():
+            info = expected[name]
+            if array.dtype != info.dtype or array.ndim != len(info.shape):
+                raise KitsrtError(f"{self.model_path}: input {name} is {array.dtype}{list(array.shape)}, "
+                                  f"model takes {np.dtype(info.dtype)} with {len(info.shape)} dims")
+        return self._infer(feed)
+
+    # -- to implement -----------------------------------------------------------------------------
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def _close(self) -> None:
+        return None
+
+    @abstractmethod
+    def inputs(self) -> list[TensorInfo]: ...
+
+    @abstractmethod
+    def outputs(self) -> list[TensorInfo]: ...
+
+    def describe(self) -> str:
+        return self.name

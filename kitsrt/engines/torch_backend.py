@@ -1,0 +1,57 @@
+"""PyTorch eager reference backend: rebuilds the VB-Net from the model card and loads the weights
+saved beside the ONNX file (``<name>.weights.npz``). Optional: it needs the export extra (torch),
+which the runtime itself never imports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kitsrt.engines.base import Backend, TensorInfo
+from kitsrt.errors import BackendUnavailable, ModelPackageError
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model_path: str, threads: int = 0, device: str = "cpu"):
+        super().__init__(model_path)
+        self.threads = threads
+        self.device = device
+        self._model = None
+
+    def _load(self) -> None:
+        try:
+            import torch
+        except ImportError:
+            raise BackendUnavailable("torch backend: torch is not installed (pip install 'kitsrt[export]')") from None
+        from kitsrt.export.weights import model_from_package
+
+        card_path = Path(self.model_path).with_suffix(".json")
+        weights = Path(self.model_path).with_suffix(".weights.npz")
+        for needed in (card_path, weights):
+            if not needed.exists():
+                raise ModelPackageError(f"{needed}: the torch backend needs the card and weights beside the ONNX file")
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        model = model_from_package(weights, json.loads(card_path.read_text()))
+        self._model = model.to(self.device).eval()
+        self._torch = torch
+
+    def _infer(self, feed):
+        torch = self._torch
+        (x,) = feed.values()
+        with torch.inference_mode():
+            logits = self._model(torch.from_numpy(x).to(self.device))
+        return {"logits": logits.float().cpu().numpy()}
+
+    def inputs(self) -> list[TensorInfo]:
+        return [TensorInfo("image", np.dtype(np.float32), ("N", 1, "D", "H", "W"))]
+
+    def outputs(self) -> list[TensorInfo]:
+        return [TensorInfo("logits", np.dtype(np.float32), ("N", 3, "D", "H", "W"))]
+
+    def describe(self) -> str:
+        return f"torch-eager ({self.device}, {self.threads or 'all'} threads)"
