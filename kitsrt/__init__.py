@@ -5,3 +5,12 @@ needed only by ``kitsrt.models``, ``kitsrt.training`` and ``kitsrt.export``.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``from kitsrt import Segmenter`` without importing the runtime for every ``import kitsrt``."""
+    if name in ("Segmenter", "Result"):
+        from kitsrt.runtime import segmenter
+
+        return getattr(segmenter, name)
+    raise AttributeError(f"module 'kitsrt' has no attribute {name!r}")

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kitsrt.errors import EXIT_CODES, InputError, KitsrtError
+from kitsrt.errors import EXIT_CODES, InputError, KitsrtError, NoKidneyFound
 
 EXIT_CODE_HELP = "Exit codes: " + "; ".join(f"{code} {text.split(':')[0]}" for code, text in EXIT_CODES.items())
 
@@ -140,6 +140,350 @@ def evaluate(
         write_text_atomic(scores_json(scores), json_out, overwrite)
     if csv_out is not None:
         write_text_atomic(scores_csv(scores), csv_out, overwrite)
+
+
+@app.command()
+@_user_errors
+def infer(
+    scans: list[Path] = typer.Argument(..., help="CT scan(s): NIfTI/NRRD/MHA files, DICOM folders, or a folder of scans."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Label map to write (one scan; default SCAN_seg.nii.gz beside it), "
+                                               "or the output folder (batch)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model package folder (default: the bundled demo)."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime, onnxruntime-cuda, torch or torch-cuda."),
+    threads: int = typer.Option(0, "--threads", help="Threads per network (0: the backend's default)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the report JSON here (batch: the summary)."),
+    preview: Optional[Path] = typer.Option(None, "--preview", help="Write a PNG of slices through each tumor (one scan)."),
+    quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+):
+    """Segment kidneys and tumors with the coarse-to-fine cascade; the label map is written on the
+    input's exact grid. Exit code 3 (with an empty map written) when no kidney is found.
+
+    Example: kitsrt infer scan.nii.gz -o seg.nii.gz --report report.json --preview preview.png
+    """
+    from kitsrt.io import check_output_path
+    from kitsrt.runtime.batch import list_scans, write_outputs
+    from kitsrt.runtime.segmenter import Segmenter
+
+    paths = list_scans(scans)
+    if not paths:
+        raise InputError(f"{', '.join(map(str, scans))}: no scans found")
+    single = len(paths) == 1 and not scans[0].is_dir() or (len(scans) == 1 and _is_dicom_folder(scans[0]))
+    if single:
+        from kitsrt.evaluate import case_name
+
+        target = output or paths[0].parent / f"{case_name(paths[0])}_seg.nii.gz"
+        check_output_path(target, overwrite)
+        if report is not None:
+            check_output_path(report, overwrite, (".json",))
+        if preview is not None:
+            check_output_path(preview, overwrite, (".png",))
+    elif output is None:
+        raise InputError("several scans: give an output folder with -o")
+    with Segmenter.load(model, backend=backend, threads=threads) as segmenter:
+        if single:
+            from kitsrt.io import read_scan
+
+            scan = read_scan(paths[0])
+            result = segmenter.segment(scan)
+            write_outputs(result, scan, target, report, preview, overwrite)
+            _print_result(paths[0], target, result, quiet)
+            if not result.kidney_found:
+                raise NoKidneyFound(f"{paths[0]}: no kidney found; wrote an empty label map to {target}")
+            return
+        output.mkdir(parents=True, exist_ok=True)
+        summaries = _run_batch_with_progress(segmenter, paths, output, overwrite, quiet)
+    if report is not None:
+        write_text_atomic_json(summaries, report, overwrite)
+    failed = [s for s in summaries if "error" in s]
+    if failed:
+        raise InputError(f"{len(failed)} of {len(summaries)} scan(s) could not be read, e.g. {failed[0]['error']}")
+    if any(not s["kidney_found"] for s in summaries):
+        raise NoKidneyFound("no kidney found in: " + ", ".join(s["case"] for s in summaries if not s["kidney_found"]))
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("*.dcm"))
+
+
+def write_text_atomic_json(data, path: Path, overwrite: bool) -> None:
+    import json
+
+    from kitsrt.io import write_text_atomic
+
+    write_text_atomic(json.dumps(data, indent=2) + "\n", path, overwrite)
+
+
+def _print_result(path: Path, target: Path, result, quiet: bool) -> None:
+    if quiet:
+        return
+    totals, timings = result.report["totals"], result.report["timings_s"]
+    sides = ", ".join(f"{k['side']}: kidney {k['kidney_ml']:.1f} mL, tumor {k['tumor_ml']:.1f} mL"
+                      for k in result.report["kidneys"]) or "none"
+    err.print(f"{path.name} -> {target}  [{sides}]  tumors {totals['tumor_count']}  "
+              f"in {sum(timings.values()):.1f} s ({result.report['backend']})")
+
+
+def _run_batch_with_progress(segmenter, paths, output, overwrite, quiet):
+    from rich.progress import Progress
+
+    from kitsrt.runtime.batch import run_batch
+
+    with Progress(console=err, disable=quiet) as bar:
+        task = bar.add_task("segmenting", total=len(paths))
+
+        def done(path, result):
+            bar.advance(task)
+            if isinstance(result, Exception):
+                err.print(f"[red]skipped[/] {result}")
+
+        return run_batch(segmenter, paths, output, overwrite, done)
+
+
+@app.command()
+@_user_errors
+def train(
+    data: Path = typer.Argument(..., help="KiTS-layout folder: case_*/segmentation.nii.gz (+ imaging.nii.gz; "
+                                          "a phantom is synthesized where imaging is missing)."),
+    stage: str = typer.Option(..., help="coarse (6 mm, whole scan) or fine (1 mm, kidney VOIs)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for checkpoint.pt and config.json."),
+    exclude: str = typer.Option("", help="Comma-separated cases to hold out (never trained on)."),
+    steps: int = typer.Option(300, help="Optimizer steps."),
+    batch_size: int = typer.Option(2, help="Crops per step."),
+    crop: str = typer.Option("64,64,64", help="Training crop z,y,x in voxels (multiple of the divisibility)."),
+    preset: Optional[str] = typer.Option(None, help="Network preset (coarse, fine, tiny); default: the stage's."),
+    learning_rate: float = typer.Option(2e-3, help="Adam learning rate (cosine-decayed)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    threads: int = typer.Option(2, help="CPU threads for torch."),
+    cache: Optional[Path] = typer.Option(None, help="Folder caching the preprocessed volumes between runs."),
+    resume: bool = typer.Option(False, help="Continue from output/checkpoint.pt."),
+):
+    """Train a VB-Net stage with the seed 002 recipe (needs the export extra: torch).
+
+    Example: kitsrt train ../shared/data/kits19 --stage fine -o work/fine --exclude case_00021 --steps 400
+    """
+    from rich.progress import Progress
+
+    from kitsrt.runtime.pipeline import seed002_preset
+    from kitsrt.training import require_torch
+
+    require_torch()
+    from kitsrt.training.data import prepare_volumes
+    from kitsrt.training.trainer import preset_config, train as run_training
+
+    if stage not in ("coarse", "fine"):
+        raise InputError(f"--stage {stage!r}: expected coarse or fine")
+    config = preset_config(stage, preset, steps=steps, batch_size=batch_size, crop=_triple(crop, "crop", int),
+                           learning_rate=learning_rate, seed=seed, threads=threads)
+    if any(c % config.model.divisibility for c in config.crop):
+        raise InputError(f"--crop {crop}: each size must be a multiple of {config.model.divisibility}")
+    excluded = {c for c in exclude.split(",") if c}
+    with Progress(console=err, transient=False) as bar:
+        task = bar.add_task("preparing cases", total=None)
+        volumes = prepare_volumes(data, stage, seed002_preset(), excluded, cache,
+                                  progress=lambda case: bar.update(task, description=f"prepared {case}"))
+        bar.update(task, total=1, completed=1)
+        task = bar.add_task(f"training {stage}", total=steps)
+        summary = run_training(volumes, config, output, resume,
+                               progress=lambda step, loss: bar.update(task, completed=step,
+                                                                     description=f"training {stage} loss {loss:.3f}"))
+    err.print(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s on {len(volumes)} volumes; "
+              f"final loss {summary['final_loss']:.3f}; wrote {output / 'checkpoint.pt'}")
+
+
+@app.command()
+@_user_errors
+def export(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) written by `kitsrt train` (or a bare state_dict)."),
+    output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write; its model card goes beside it (.json)."),
+    stage: str = typer.Option(..., help="coarse or fine: sets the card's spacing and HU window (seed 002 preset)."),
+    config: Optional[Path] = typer.Option(None, help="config.json of the checkpoint (default: beside it)."),
+    provenance: str = typer.Option("", help="Free text for the card: data, command, duration."),
+    demo: bool = typer.Option(False, help="Mark the card as a demo model trained on synthetic phantoms."),
+    overwrite: bool = typer.Option(False, help="Replace an existing ONNX file and card."),
+):
+    """Export a checkpoint to ONNX (opset 17, dynamic spatial axes), check parity against PyTorch
+    through onnxruntime on random and phantom inputs, and write a model card beside it.
+
+    Example:
+
+        kitsrt export work/fine/checkpoint.pt --stage fine -o models/fine.onnx
+
+    Writes models/fine.onnx and models/fine.json; fails (exit 5, nothing written) when the largest
+    |logit difference| exceeds 1e-4.
+    """
+    from kitsrt.training import require_torch
+
+    require_torch()
+    from kitsrt.export.card import DEMO_DISCLAIMER
+    from kitsrt.export.onnx_export import export as run_export
+    from kitsrt.export.onnx_export import load_checkpoint
+    from kitsrt.phantom import procedural_label_map, synthesize_ct
+    from kitsrt.runtime.pipeline import seed002_preset
+    from kitsrt.training.data import coarse_volume, fine_volumes
+
+    if stage not in ("coarse", "fine"):
+        raise InputError(f"--stage {stage!r}: expected coarse or fine")
+    loaded = load_checkpoint(checkpoint, config)
+    spec = seed002_preset()
+    labels = procedural_label_map(seed=11)
+    ct = synthesize_ct(labels, seed=11)
+    volume = (coarse_volume(ct, labels, spec, "parity") if stage == "coarse"
+              else fine_volumes(ct, labels, spec, "parity")[0]).image
+    stage_spec = getattr(spec, stage)
+    card = run_export(loaded, output, {"name": stage, "spacing_mm": stage_spec.spacing_mm,
+                                       "hu_window": stage_spec.hu_window, "provenance": provenance,
+                                       "disclaimer": DEMO_DISCLAIMER if demo else ""}, volume, overwrite)
+    parity = card["parity_vs_torch"]
+    err.print(f"wrote {output} and {output.with_suffix('.json')}: parity max |Δlogit| "
+              f"{parity['max_abs_logit_diff']:.2e}, argmax agreement {parity['argmax_agreement']:.6f} "
+              f"on {parity['inputs']} inputs")
+
+
+@app.command()
+@_user_errors
+def calibrate(
+    output: Path = typer.Option(..., "-o", "--output", help="New folder for the calibration set."),
+    cases: Optional[Path] = typer.Option(None, "--cases", help="KiTS-layout folder (case_*/segmentation.nii.gz "
+                                                               "[+ imaging.nii.gz]; phantoms where imaging is missing)."),
+    procedural: int = typer.Option(0, help="Add N procedural phantom cases."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model package whose coarse net places the VOIs (default: demo)."),
+    holdout: float = typer.Option(0.25, help="Share of cases held out for the accuracy gate."),
+    seed: int = typer.Option(0, help="Seed for the hold-out split and procedural cases."),
+    threads: int = typer.Option(0, help="onnxruntime threads."),
+):
+    """Build a calibration set: coarse 6 mm inputs and fine 1 mm VOIs drawn through the runtime's
+    own preprocessing (VOIs placed by the package's coarse network), with a manifest.
+
+    Example: kitsrt calibrate --cases ../shared/data/kits19 -o calib/ --holdout 0.25
+    """
+    from kitsrt.calibration.dataset import build_set, phantom_sources
+    from kitsrt.engines import create_backend
+    from kitsrt.runtime.package import load_package
+
+    if output.exists() and any(output.iterdir()):
+        raise InputError(f"{output}: folder exists and is not empty; choose a new folder")
+    package = load_package(model)
+    sources = phantom_sources(cases, procedural, seed)
+    with create_backend("onnxruntime", str(package.model_path(package.spec.coarse)), threads) as coarse:
+        manifest = build_set(sources, package, coarse, output, holdout, seed,
+                             progress=lambda case: err.print(f"  drew {case}"))
+    counts = {k: v["count"] for k, v in manifest["stages"].items()}
+    held = sum(1 for e in manifest["sources"] if e["split"] == "holdout")
+    err.print(f"wrote {output}: {len(sources)} cases ({held} held out), inputs per stage {counts}")
+
+
+@app.command()
+@_user_errors
+def quantize(
+    calibration: Path = typer.Option(..., "--calibration", help="Calibration set folder from `kitsrt calibrate`."),
+    precision: str = typer.Option("int8", help="int8 (Q/DQ) or fp16."),
+    method: str = typer.Option("minmax", help="INT8 calibration: minmax, entropy or percentile."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model package (default: demo); variants are written into it."),
+    max_dice_drop: float = typer.Option(0.005, help="Refuse when composite Dice falls by more than this."),
+    force: bool = typer.Option(False, help="Keep the variant even when the gate fails (recorded in its card)."),
+    threads: int = typer.Option(0, help="onnxruntime threads."),
+):
+    """Make FP16 or INT8 Q/DQ variants of both networks and gate them on the held-out split.
+
+    Writes <stage>.<precision>.onnx and its card (with a `gate` object) into the package; exit 5 and
+    no file when the composite Dice drops by more than --max-dice-drop.
+
+    Example: kitsrt quantize --calibration calib/ --precision int8 --method entropy
+    """
+    from kitsrt.calibration.variants import make_variants
+
+    if precision not in ("int8", "fp16"):
+        raise InputError(f"--precision {precision!r}: expected int8 or fp16")
+    from kitsrt.calibration.precision import METHODS
+
+    if method not in METHODS:
+        raise InputError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    gate = make_variants(model, calibration, precision, method, max_dice_drop, force, threads)
+    err.print(f"{precision} gate on {gate['heldout_cases']} held-out cases: composite Dice delta "
+              f"{gate['composite_dice_delta']:+.4f}, argmax agreement {gate['argmax_agreement']:.4f}, "
+              f"{'passed' if gate['passed'] else 'FAILED (kept: --force)'}")
+
+
+@app.command()
+@_user_errors
+def build(
+    model: Optional[Path] = typer.Option(None, "--model", help="Model package (default: demo); engines go beside the ONNX files."),
+    precision: str = typer.Option("fp32", help="Which ONNX variant to compile: fp32, fp16 or int8 (precision lives in the file)."),
+    workspace_gb: float = typer.Option(2.0, help="Builder workspace limit in GiB."),
+):
+    """Compile TensorRT engines (<stage>[.<precision>].plan + sidecar) for both networks, with
+    optimisation profiles from the pipeline spec and a timing cache. Needs TensorRT and a GPU.
+
+    Example: kitsrt build --precision int8
+    """
+    from kitsrt.engines.tensorrt_backend import plan_path
+    from kitsrt.engines.tensorrt_build import build_engine, import_tensorrt, profile_shapes
+    from kitsrt.runtime.package import load_package
+    from kitsrt.runtime.segmenter import variant_path
+
+    import_tensorrt()
+    package = load_package(model)
+    for name in ("coarse", "fine"):
+        stage = getattr(package.spec, name)
+        onnx_path = package.model_path(stage) if precision == "fp32" else variant_path(package, name, precision)
+        sidecar = build_engine(onnx_path, plan_path(onnx_path), stage.input_name,
+                               profile_shapes(stage.min_shape, stage.max_shape), precision,
+                               package.folder / "timing.cache", int(workspace_gb * 2**30))
+        err.print(f"built {plan_path(onnx_path)} (TensorRT {sidecar.tensorrt_version}, {sidecar.gpu_name}, "
+                  f"sm {sidecar.compute_capability})")
+
+
+@app.command()
+@_user_errors
+def bench(
+    out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Folder for bench.json, bench.md and bench.png."),
+    kits19: Optional[Path] = typer.Option(None, help="KiTS19 label-map folder (default: ../shared/data/kits19 when present)."),
+    runs: int = typer.Option(3, help="Warm runs per configuration (after one warm-up)."),
+    threads: int = typer.Option(2, help="Threads per network, for every backend alike."),
+    backends: str = typer.Option("onnxruntime", help="Comma-separated backends to time (torch eager is always the baseline)."),
+    precisions: str = typer.Option("fp32", help="Comma-separated precisions to time (fp32, fp16, int8)."),
+    baseline_windows: int = typer.Option(6, help="Sliding-window baseline: windows timed before scaling to the full count."),
+    full_baseline: bool = typer.Option(False, help="Run the sliding-window baseline over the whole scan (slow)."),
+    work: Optional[Path] = typer.Option(None, help="Folder to keep the phantom scans between runs."),
+    quick: bool = typer.Option(False, help="One tiny procedural case, for a smoke test."),
+):
+    """Time the cascade per stage on phantoms at real KiTS19 geometries, next to the whole-scan
+    sliding window (MONAI), the torch eager cascade and the bare decode, in one run.
+
+    Example: kitsrt bench --runs 3   (needs the bench extra: pip install -e '.[bench]')
+    """
+    import json
+    import tempfile
+
+    from kitsrt.benchmark import bench_case, bench_scans, describe_machine, markdown_table, plot_png
+    from kitsrt.io import write_text_atomic
+    from kitsrt.training import require_torch
+
+    require_torch()
+    try:
+        import monai  # noqa: F401
+    except ImportError:
+        raise InputError("kitsrt bench needs MONAI for its sliding-window baseline: pip install -e '.[bench]'") from None
+    if not out.exists():
+        out.mkdir(parents=True)
+    default_kits = Path(__file__).resolve().parents[2] / "shared" / "data" / "kits19"
+    kits19 = kits19 or (default_kits if default_kits.exists() else None)
+    configs = [(b, p) for b in backends.split(",") for p in precisions.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        scans = bench_scans(kits19, work or Path(tmp), quick)
+        cases = [bench_case(name, path, configs, runs, threads, 1 if quick else baseline_windows, full_baseline,
+                            progress=lambda text: err.print(text)) for name, path in scans]
+    report = {"machine": describe_machine(), "runs": runs, "threads": threads, "cases": cases}
+    write_text_atomic(json.dumps(report, indent=2) + "\n", out / "bench.json", overwrite=True)
+    table = markdown_table(report)
+    write_text_atomic(table + "\n", out / "bench.md", overwrite=True)
+    plotted = plot_png(report, out / "bench.png")
+    out_console = Console(highlight=False, width=200)
+    out_console.print(table)
+    err.print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}" + (f", {out / 'bench.png'}" if plotted else
+                                                                      " (no PNG: matplotlib missing)"))
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -1,7 +1,8 @@
 """The seed 002 reference trainer: random crops, generalized Dice + cross-entropy, Adam.
 
-Coarse crops are drawn anywhere in the 6 mm volume; fine crops are centred on a random kidney or
-tumor voxel of a 1 mm VOI (the paper's "only in the area indicated by the ground-truth mask").
+Coarse crops are drawn anywhere in the 6 mm volume; 90% of fine crops are centred on a random
+kidney or tumor voxel of a 1 mm VOI (the paper's "only in the area indicated by the ground-truth
+mask"), half of those on a tumor voxel when the VOI has one.
 Deterministic for a seed on a given machine and thread count. A checkpoint is a plain dict of
 tensors and numbers (loadable with ``torch.load(weights_only=True)``) next to ``config.json``.
 """
@@ -65,8 +66,11 @@ def _crop(volume: Volume, start: np.ndarray, size: tuple[int, int, int]) -> tupl
 def sample_crop(volume: Volume, size: tuple[int, int, int], stage: str, rng: np.random.Generator):
     shape = np.asarray(volume.image.shape)
     half = np.asarray(size) // 2
-    if stage == "fine" and volume.labels.any() and rng.random() < 0.9:
-        foreground = np.argwhere(volume.labels > 0)
+    draw = rng.random()
+    if stage == "fine" and draw < 0.9 and volume.labels.any():
+        # Half of the foreground-centred crops go to a tumor when there is one: tumors are rare voxels.
+        target = 2 if draw < 0.45 and (volume.labels == 2).any() else 1
+        foreground = np.argwhere(volume.labels >= target)
         center = foreground[rng.integers(len(foreground))] + rng.integers(-8, 9, 3)
     else:
         center = np.array([rng.integers(0, max(n, 1)) for n in shape])
@@ -123,7 +127,7 @@ def train(volumes: list[Volume], config: TrainConfig, out_dir: Path, resume: boo
         step += 1
         losses.append(loss.item())
         if progress is not None:
-            progress(step, float(loss))
+            progress(step, losses[-1])
         if step % config.checkpoint_every == 0 or step == config.steps:
             save_checkpoint(checkpoint, model, optimizer, step, config, rng)
     return {"steps": step, "seconds": time.perf_counter() - started,
