@@ -1,0 +1,99 @@
+"""Calibration sets, FP16 / INT8 Q/DQ variants and their accuracy gate, on procedural phantoms."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from kitsrt.calibration.dataset import load_manifest, stage_arrays
+from kitsrt.calibration.precision import check_tensorrt_qdq
+from kitsrt.cli import app
+from kitsrt.runtime.package import demo_package_path
+from kitsrt.runtime.segmenter import Segmenter
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pkg") / "demo"
+    shutil.copytree(demo_package_path(), folder)
+    for variant in folder.glob("*.int8.*"):
+        variant.unlink()
+    for variant in folder.glob("*.fp16.*"):
+        variant.unlink()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def calibration_set(tmp_path_factory, package):
+    out = tmp_path_factory.mktemp("calib") / "set"
+    result = runner.invoke(app, ["calibrate", "--procedural", "4", "--model", str(package), "-o", str(out),
+                                 "--holdout", "0.5", "--seed", "3", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_calibration_set_has_a_manifest_and_runtime_shaped_inputs(calibration_set):
+    manifest = load_manifest(calibration_set)
+    assert manifest["stages"]["coarse"]["spacing_mm"] == 6.0 and manifest["stages"]["fine"]["spacing_mm"] == 1.0
+    splits = [e["split"] for e in manifest["sources"]]
+    assert splits.count("holdout") == 2 and splits.count("calibration") == 2
+    fine = stage_arrays(calibration_set, manifest, "fine", "calibration")
+    assert fine and all(a.dtype == np.float32 and a.min() >= -1 and a.max() <= 1 for a in fine)
+    assert all(n % manifest["stages"]["fine"]["divisibility"] == 0 for a in fine for n in a.shape)
+
+
+def test_int8_variant_is_tensorrt_style_qdq_and_gated(calibration_set, package):
+    result = runner.invoke(app, ["quantize", "--calibration", str(calibration_set), "--model", str(package),
+                                 "--precision", "int8", "--method", "minmax", "--threads", "1",
+                                 "--max-dice-drop", "1.0"])
+    assert result.exit_code == 0, result.output
+    for stage in ("coarse", "fine"):
+        model = onnx.load(package / f"{stage}.int8.onnx")
+        ops = {n.op_type for n in model.graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        assert check_tensorrt_qdq(model) == []
+        card = json.loads((package / f"{stage}.int8.json").read_text())
+        gate = card["gate"]
+        for key in ("composite_dice_delta", "argmax_agreement", "calibration_method", "heldout_cases"):
+            assert key in gate
+        assert gate["heldout_cases"] == 2 and gate["calibration_method"] == "minmax"
+        assert 0.9 < gate["argmax_agreement"] <= 1.0
+    seg = Segmenter.load(package, precision="int8", threads=1)
+    assert "int8" in seg.backend_name
+
+
+def test_fp16_variant_keeps_float32_interface(calibration_set, package):
+    result = runner.invoke(app, ["quantize", "--calibration", str(calibration_set), "--model", str(package),
+                                 "--precision", "fp16", "--threads", "1", "--max-dice-drop", "1.0"])
+    assert result.exit_code == 0, result.output
+    model = onnx.load(package / "fine.fp16.onnx")
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    gate = json.loads((package / "fine.fp16.json").read_text())["gate"]
+    assert gate["argmax_agreement"] > 0.99
+
+
+def test_gate_refusal_writes_nothing(calibration_set, package):
+    before = sorted(p.name for p in package.iterdir())
+    result = runner.invoke(app, ["quantize", "--calibration", str(calibration_set), "--model", str(package),
+                                 "--precision", "int8", "--method", "percentile", "--threads", "1",
+                                 "--max-dice-drop", "-1.0"])
+    assert result.exit_code == 5 and "refused" in result.output
+    assert sorted(p.name for p in package.iterdir()) == before
+
+
+def test_fixed_patches_cover_every_voxel_once():
+    from kitsrt.calibration.precision import fixed_patches
+
+    volume = np.random.default_rng(0).uniform(-1, 1, (70, 40, 130)).astype(np.float32)
+    patches = fixed_patches([volume], (32, 32, 32))
+    assert len(patches) == 3 * 2 * 5 and all(p.shape == (32, 32, 32) for p in patches)
+    assert np.isclose(sum(float(p[p > -1].sum()) for p in patches), float(volume[volume > -1].sum()), rtol=1e-5)
