@@ -11,13 +11,11 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import SimpleITK as sitk
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine  # noqa: E402
+from kitsrt.benchmark import describe_machine
 
 CHILD = """
 import resource, sys, time

@@ -1,0 +1,273 @@
+"""`kitsrt bench`: where the time goes, per stage, backend and precision, next to the alternatives.
+
+Each measurement runs in its own child process, so its peak RSS is its own and nothing is warm
+that should not be. In one run, per case:
+* the cascade on each requested backend/precision: per-stage median and p95 over warm runs
+  (read, coarse preprocessing, coarse net, VOI, fine preprocessing, fine net, post-processing, write);
+* baseline (b): the same cascade on the PyTorch eager backend (isolates the inference engine);
+* baseline (c): the bare decode of the input file (the floor no pipeline beats);
+* baseline (a): the fine network over the WHOLE scan resampled to 1 mm with MONAI's
+  ``sliding_window_inference`` (Gaussian, overlap 0.5), the usual way to run such a model. Unless
+  ``full_baseline`` is set it is timed on a few windows and scaled by the exact window count (plus
+  the measured whole-scan resampling), which can only flatter the baseline (blending is not counted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kitsrt.runtime.timing import STAGES
+
+NETWORK_STAGES = ("coarse_net", "fine_net")
+
+
+def describe_machine() -> str:
+    """CPU model, cores, memory and Python: the line every benchmark result carries."""
+    cpu = platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        kb = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
+        memory = f", {kb / 2**20:.0f} GiB RAM"
+    return f"{cpu}, {os.cpu_count()} cores{memory}, Python {platform.python_version()}, {platform.system()}"
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def cascade_child(scan_path: str, backend: str, precision: str, runs: int, threads: int) -> dict:
+    """Run in a child process: one warm-up then ``runs`` timed cascades, end to end incl. write."""
+    from kitsrt.io import read_scan
+    from kitsrt.runtime.segmenter import Segmenter
+    from kitsrt.runtime.timing import Timings
+
+    segmenter = Segmenter.load(backend=backend, threads=threads, precision=precision)
+    per_run = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in range(runs + 1):
+            timings = Timings()
+            start = time.perf_counter()
+            with timings.timer("read"):
+                scan = read_scan(scan_path)
+            result = segmenter.segment(scan)
+            with timings.timer("write"):
+                result.write(Path(tmp) / "seg.nii.gz", overwrite=True)
+            stages = {**result.report["timings_s"], **timings.as_dict()}
+            stages["end_to_end"] = time.perf_counter() - start
+            if run > 0:
+                per_run.append(stages)
+    return {"runs": per_run, "peak_rss_bytes": _peak_rss_bytes(), "backend": segmenter.backend_name,
+            "kidney_found": result.kidney_found}
+
+
+def decode_child(scan_path: str, runs: int) -> dict:
+    import SimpleITK as sitk
+
+    seconds = []
+    for _ in range(runs + 1):
+        start = time.perf_counter()
+        image = sitk.ReadImage(scan_path)
+        seconds.append(time.perf_counter() - start)
+    return {"seconds": seconds[1:], "voxels": int(np.prod(image.GetSize())), "peak_rss_bytes": _peak_rss_bytes()}
+
+
+def sliding_window_child(scan_path: str, threads: int, windows: int, full: bool) -> dict:
+    """Baseline (a): the fine net over the whole scan at 1 mm with MONAI (torch eager)."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from kitsrt.export.weights import model_from_package
+    from kitsrt.io import read_scan
+    from kitsrt.runtime.package import load_package
+    from kitsrt.runtime.preprocess import canonical_grid, resample_image, scan_box, window_and_scale
+    from kitsrt.runtime.sliding_window import tile_starts
+
+    torch.set_num_threads(threads or torch.get_num_threads())
+    package = load_package()
+    stage = package.spec.fine
+    fine = package.model_path(stage)
+    model = model_from_package(fine.with_suffix(".weights.npz"), package.card(stage))
+    patch = (96, 96, 96)
+    start = time.perf_counter()
+    scan = read_scan(scan_path)
+    grid = canonical_grid(scan_box(scan.geometry), stage.spacing_mm, 1)
+    volume = window_and_scale(resample_image(scan.image, grid, anti_alias=False), stage.hu_window)
+    prepare = time.perf_counter() - start
+    count = int(np.prod([len(tile_starts(max(n, p), p, 0.5)) for n, p in zip(volume.shape, patch)]))
+    x = torch.from_numpy(volume[None, None])
+    with torch.inference_mode():
+        if full:
+            start = time.perf_counter()
+            sliding_window_inference(x, patch, 1, model, overlap=0.5, mode="gaussian").argmax(1)
+            inference, method = time.perf_counter() - start, "measured in full"
+        else:
+            rng = np.random.default_rng(0)
+            tiles = [tuple(int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(volume.shape, patch))
+                     for _ in range(windows)]
+            model(x[..., :patch[0], :patch[1], :patch[2]])  # warm-up
+            start = time.perf_counter()
+            for z, y, w in tiles:
+                model(x[..., z:z + patch[0], y:y + patch[1], w:w + patch[2]])
+            per_window = (time.perf_counter() - start) / windows
+            inference, method = per_window * count, f"{windows} windows timed, scaled to {count}"
+    return {"seconds": prepare + inference, "prepare_seconds": prepare, "inference_seconds": inference,
+            "windows": count, "method": method, "grid_voxels": int(volume.size), "peak_rss_bytes": _peak_rss_bytes()}
+
+
+def run_child(function: str, *args) -> dict:
+    """Call one of the ``*_child`` functions above in a fresh Python process; return its dict."""
+    code = ("import json, sys; from kitsrt import benchmark as b; "
+            f"print('KITSRT_BENCH ' + json.dumps(b.{function}(*json.loads(sys.argv[1]))))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(list(args))], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child {function} failed:\n{done.stderr[-3000:]}")
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("KITSRT_BENCH "))
+    return json.loads(line[len("KITSRT_BENCH "):])
+
+
+def summarize(runs: list[dict]) -> dict:
+    keys = [s for s in (*STAGES, "end_to_end") if any(s in r for r in runs)]
+    return {k: {"median_s": float(np.median([r.get(k, 0.0) for r in runs])),
+                "p95_s": float(np.percentile([r.get(k, 0.0) for r in runs], 95))} for k in keys}
+
+
+def outside_networks(summary: dict) -> float:
+    return summary["end_to_end"]["median_s"] - sum(summary[s]["median_s"] for s in NETWORK_STAGES if s in summary)
+
+
+def bench_case(case: str, scan_path: Path, configs: list[tuple[str, str]], runs: int, threads: int,
+               baseline_windows: int, full_baseline: bool, progress=print) -> dict:
+    """All measurements of one case. ``configs`` lists (backend, precision); the first is the subject."""
+    progress(f"{case}: decode")
+    decode = run_child("decode_child", str(scan_path), runs)
+    results = {}
+    for backend, precision in configs + [("torch", "fp32")]:
+        key = f"{backend}/{precision}"
+        if key in results:
+            continue
+        progress(f"{case}: cascade {key}")
+        child = run_child("cascade_child", str(scan_path), backend, precision, runs, threads)
+        results[key] = {"stages": summarize(child["runs"]), "peak_rss_bytes": child["peak_rss_bytes"],
+                        "backend": child["backend"], "kidney_found": child["kidney_found"]}
+    progress(f"{case}: baseline sliding window")
+    window = run_child("sliding_window_child", str(scan_path), threads, baseline_windows, full_baseline)
+    subject = results[f"{configs[0][0]}/{configs[0][1]}"]
+    e2e = subject["stages"]["end_to_end"]["median_s"]
+    decode_s = float(np.median(decode["seconds"]))
+    return {
+        "case": case, "input": str(scan_path), "voxels": decode["voxels"],
+        "subject": f"{configs[0][0]}/{configs[0][1]}",
+        "speedup_vs_sliding_window": window["seconds"] / e2e,
+        "speedup_vs_torch_eager": results["torch/fp32"]["stages"]["end_to_end"]["median_s"] / e2e,
+        "outside_networks_vs_decode": outside_networks(subject["stages"]) / decode_s,
+        "peak_rss_bytes": subject["peak_rss_bytes"],
+        "rss_budget_bytes": 2 * decode["voxels"] + 2**30,
+        "decode_s": decode_s, "configs": results, "sliding_window_baseline": window,
+    }
+
+
+# -- cases and reports ------------------------------------------------------------------------------
+
+KITS19_BENCH_CASES = {"small": "case_00021", "median": "case_00040", "largest": "case_00156"}
+
+
+def bench_scans(kits19: Path | None, work: Path, quick: bool) -> list[tuple[str, Path]]:
+    """(name, CT path) of the phantoms to time: the shared KiTS19 geometries when present (a small
+    5 mm case, a median case and the largest), else procedural stand-ins; ``quick``: one tiny case."""
+    from kitsrt.io import read_label_map, write_image
+    from kitsrt.phantom import procedural_label_map, synthesize_ct
+
+    work.mkdir(parents=True, exist_ok=True)
+    if quick:
+        plan = {"tiny": procedural_label_map((96, 96, 40), (4.0, 4.0, 6.0), seed=1)}
+    elif kits19 is not None and (kits19 / KITS19_BENCH_CASES["largest"]).exists():
+        plan = {f"{k} ({c})": kits19 / c / "segmentation.nii.gz" for k, c in KITS19_BENCH_CASES.items()}
+    else:
+        plan = {"small (procedural 512x512x40, 5 mm)": ((512, 512, 40), (0.8, 0.8, 5.0)),
+                "median (procedural 512x512x200, 2 mm)": ((512, 512, 200), (0.75, 0.75, 2.0)),
+                "largest (procedural 512x512x900, 0.5 mm)": ((512, 512, 900), (0.8, 0.8, 0.5))}
+    scans = []
+    for n, (name, source) in enumerate(plan.items()):
+        path = work / f"bench_{n}.nii.gz"
+        if not path.exists():
+            if isinstance(source, Path):
+                labels = read_label_map(source)
+            elif isinstance(source, tuple):
+                labels = procedural_label_map(source[0], source[1], seed=n)
+            else:
+                labels = source
+            write_image(synthesize_ct(labels, seed=n).image, path, overwrite=True)
+        scans.append((name, path))
+    return scans
+
+
+def markdown_table(report: dict) -> str:
+    lines = [f"Machine: {report['machine']}. {report['runs']} warm runs per configuration; medians (p95) in "
+             "seconds.", ""]
+    for case in report["cases"]:
+        subject = case["configs"][case["subject"]]
+        lines += [f"**{case['case']}**, {case['voxels'] / 1e6:.0f} M voxels: cascade {case['subject']} "
+                  f"{subject['stages']['end_to_end']['median_s']:.2f} s end to end; "
+                  f"{case['speedup_vs_sliding_window']:.0f}x faster than whole-scan sliding window "
+                  f"({case['sliding_window_baseline']['method']}); {case['speedup_vs_torch_eager']:.2f}x faster "
+                  f"than the torch eager cascade; outside the networks {case['outside_networks_vs_decode']:.2f}x "
+                  f"the bare decode ({case['decode_s']:.2f} s); peak RSS {case['peak_rss_bytes'] / 2**30:.2f} GiB "
+                  f"(budget {case['rss_budget_bytes'] / 2**30:.2f} GiB).", ""]
+        configs = list(case["configs"])
+        lines.append("| stage | " + " | ".join(configs) + " |")
+        lines.append("| --- |" + " ---: |" * len(configs))
+        for stage in (*STAGES, "end_to_end"):
+            cells = []
+            for key in configs:
+                s = case["configs"][key]["stages"].get(stage)
+                cells.append("" if s is None else f"{s['median_s']:.3f} ({s['p95_s']:.3f})")
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_png(report: dict, path: Path) -> bool:
+    """Stacked per-stage bars, one per case and configuration. False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    labels, rows = [], []
+    for case in report["cases"]:
+        for key, config in case["configs"].items():
+            labels.append(f"{case['case'].split(' ')[0]}\n{key}")
+            rows.append([config["stages"].get(s, {"median_s": 0.0})["median_s"] for s in STAGES])
+    data = np.array(rows)
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(labels) + 1.5))
+    left = np.zeros(len(labels))
+    for i, stage in enumerate(STAGES):
+        ax.barh(labels, data[:, i], left=left, label=stage)
+        left += data[:, i]
+    ax.set_xlabel("median seconds per scan")
+    ax.invert_yaxis()
+    ax.legend(ncol=4, fontsize=8, loc="lower right")
+    ax.set_title(f"kitsrt cascade, per stage ({report['machine']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
