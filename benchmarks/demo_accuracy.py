@@ -5,6 +5,7 @@ cases: run the cascade, then record
 * that the output grid equals the input grid exactly,
 * the share of reference kidney+tumor voxels inside the VOIs (the coarse stage's recall),
 * KiTS19 Dice of the cascade, and of the fine network alone on the reference VOIs (``fine_only``),
+* that a second run gives the bitwise identical label map,
 * whether the case was held out of the demo's training.
 
     python benchmarks/demo_accuracy.py [KITS19_DIR] [--out benchmarks/results/demo_accuracy.json]
@@ -53,13 +54,15 @@ def evaluate(case: str, labels: Scan, seed: int, segmenter: Segmenter) -> dict:
     start = time.perf_counter()
     result = segmenter.segment(ct)
     seconds = time.perf_counter() - start
+    repeatable = bool(np.array_equal(segmenter.segment(ct).labels, result.labels))
     boxes = result.vois
     spacing = labels.geometry.array_spacing_mm
     cascade = score_case(result.labels, labels.array, spacing, case=case)
     fine = score_case(fine_only_labels(segmenter, ct, labels), labels.array, spacing, case=case)
     return {"case": case, "held_out": case in HELD_OUT or case.startswith("procedural"),
             "size": list(labels.geometry.size), "spacing_mm": [round(s, 3) for s in labels.geometry.spacing_mm],
-            "geometry_equal": result.geometry == labels.geometry, "voi_recall": voi_recall(labels, boxes),
+            "geometry_equal": result.geometry == labels.geometry, "repeatable": repeatable,
+            "voi_recall": voi_recall(labels, boxes),
             "vois": len(boxes), "cascade": cascade.as_dict(), "fine_only": fine.as_dict(), "seconds": seconds}
 
 
@@ -74,7 +77,7 @@ def main() -> None:
         for label in sorted(Path(args.kits19).glob("case_*/segmentation.nii.gz")):
             case = label.parent.name
             rows.append(evaluate(case, read_label_map(label), int(case.split("_")[1]), segmenter))
-            print(json.dumps({k: rows[-1][k] for k in ("case", "geometry_equal", "voi_recall", "seconds")})
+            print(json.dumps({k: rows[-1][k] for k in ("case", "geometry_equal", "repeatable", "voi_recall", "seconds")})
                   + f" composite {rows[-1]['cascade']['composite_dice']:.4f}", flush=True)
         for n in range(args.procedural):
             labels = procedural_label_map((256, 256, 96), (1.6, 1.6, 3.0), seed=1000 + n)
@@ -90,6 +93,7 @@ def main() -> None:
                       for key in ("kidney_dice", "tumor_dice", "composite_dice")} | {"cases": len(group)}
                for name, group in groups.items()}
     summary["all_geometry_equal"] = all(r["geometry_equal"] for r in rows)
+    summary["all_repeatable"] = all(r["repeatable"] for r in rows)
     summary["min_voi_recall"] = min(r["voi_recall"] for r in rows)
     Path(args.out).write_text(json.dumps({"machine": describe_machine(), "summary": summary, "cases": rows}, indent=1))
     print(json.dumps(summary, indent=1))

@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kitsrt.errors import EXIT_CODES, InputError, KitsrtError, NoKidneyFound
@@ -32,7 +33,7 @@ def _user_errors(command):
         try:
             return command(*args, **kwargs)
         except KitsrtError as exc:
-            err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
@@ -55,8 +56,8 @@ def phantom(
     output: Path = typer.Option(..., "-o", "--output", help="Synthetic CT to write (.nii.gz, .nrrd, .mha)."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same phantom."),
     procedural: bool = typer.Option(False, help="Draw random kidneys and tumors instead of reading LABEL."),
-    size: str = typer.Option("160,160,64", help="Procedural grid size i,j,k (voxels)."),
-    spacing: str = typer.Option("2.5,2.5,5.0", help="Procedural spacing i,j,k (mm)."),
+    size: str = typer.Option("256,256,96", help="Procedural grid size i,j,k (voxels)."),
+    spacing: str = typer.Option("1.6,1.6,3.0", help="Procedural spacing i,j,k (mm)."),
     label_out: Optional[Path] = typer.Option(None, help="Procedural mode: where to write the drawn label map."),
     preview: Optional[Path] = typer.Option(None, help="Also write a PNG with axial and coronal slices."),
     overwrite: bool = typer.Option(False, help="Replace existing output files."),
@@ -152,6 +153,7 @@ def infer(
     model: Optional[Path] = typer.Option(None, "--model", help="Model package folder (default: the bundled demo)."),
     backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime, onnxruntime-cuda, torch or torch-cuda."),
     threads: int = typer.Option(0, "--threads", help="Threads per network (0: the backend's default)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or a variant made by `kitsrt quantize` (fp16, int8)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the report JSON here (batch: the summary)."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Write a PNG of slices through each tumor (one scan)."),
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors."),
@@ -181,13 +183,10 @@ def infer(
             check_output_path(preview, overwrite, (".png",))
     elif output is None:
         raise InputError("several scans: give an output folder with -o")
-    with Segmenter.load(model, backend=backend, threads=threads) as segmenter:
+    with Segmenter.load(model, backend=backend, threads=threads, precision=precision) as segmenter:
         if single:
-            from kitsrt.io import read_scan
-
-            scan = read_scan(paths[0])
-            result = segmenter.segment(scan)
-            write_outputs(result, scan, target, report, preview, overwrite)
+            result = segmenter.segment(paths[0])
+            write_outputs(result, paths[0], target, report, preview, overwrite)
             _print_result(paths[0], target, result, quiet)
             if not result.kidney_found:
                 raise NoKidneyFound(f"{paths[0]}: no kidney found; wrote an empty label map to {target}")
@@ -236,7 +235,7 @@ def _run_batch_with_progress(segmenter, paths, output, overwrite, quiet):
         def done(path, result):
             bar.advance(task)
             if isinstance(result, Exception):
-                err.print(f"[red]skipped[/] {result}")
+                err.print(f"[red]skipped[/] {escape(str(result))}")
 
         return run_batch(segmenter, paths, output, overwrite, done)
 

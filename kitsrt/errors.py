@@ -45,10 +45,10 @@ class BackendUnavailable(KitsrtError):
 
 EXIT_CODES = {
     0: "success",
-    1: "internal error (a bug in kitsrt: please report it with the traceback)",
+    1: "internal error: a bug in kitsrt, please report it with the traceback",
     InputError.exit_code: "bad input: unreadable scan, wrong dimensionality, existing output, bad option",
     NoKidneyFound.exit_code: "no kidney found: an empty label map and report were written",
-    ModelPackageError.exit_code: "model package or checkpoint missing, corrupt or inconsistent",
-    AccuracyGateError.exit_code: "numerical check failed (export parity or precision gate)",
-    BackendUnavailable.exit_code: "backend unavailable on this machine (library or device missing)",
+    ModelPackageError.exit_code: "bad model package: model package or checkpoint missing, corrupt or inconsistent",
+    AccuracyGateError.exit_code: "numerical check failed: export parity or precision gate",
+    BackendUnavailable.exit_code: "backend unavailable: library or device missing on this machine",
 }

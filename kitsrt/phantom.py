@@ -26,6 +26,7 @@ import SimpleITK as sitk
 
 from kitsrt.io import Geometry, Scan
 from kitsrt.masks import bounding_box
+from kitsrt.runtime.preprocess import resample_onto
 
 AIR_HU = -1000.0
 OUTSIDE_FOV_HU = -1024
@@ -162,9 +163,7 @@ def _body_image(geometry: Geometry, lm: Landmarks) -> sitk.Image:
 
 def _on_grid(image: sitk.Image, geometry: Geometry) -> np.ndarray:
     """``image`` resampled (linear) onto ``geometry``, as a float32 array (k, j, i)."""
-    reference = geometry.apply_to(sitk.Image(list(geometry.size), sitk.sitkFloat32))
-    resampled = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, AIR_HU, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(resampled)
+    return sitk.GetArrayFromImage(resample_onto(image, geometry, sitk.sitkLinear, AIR_HU, sitk.sitkFloat32))
 
 
 def _in_plane_xy(geometry: Geometry, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray]:
@@ -251,8 +250,8 @@ def synthesize_ct(label_map: Scan, seed: int = 0) -> Scan:
     return Scan.from_array(out, geometry, source=f"phantom(seed={seed}) of {label_map.source}")
 
 
-def procedural_label_map(size_ijk: tuple[int, int, int] = (160, 160, 64),
-                         spacing_mm: tuple[float, float, float] = (2.5, 2.5, 5.0),
+def procedural_label_map(size_ijk: tuple[int, int, int] = (256, 256, 96),
+                         spacing_mm: tuple[float, float, float] = (1.6, 1.6, 3.0),
                          seed: int = 0) -> Scan:
     """Random plausible kidneys and tumors on a chosen grid (identity direction), for quick tests.
 

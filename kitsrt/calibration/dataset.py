@@ -2,7 +2,8 @@
 
 For each source scan the coarse input is the whole scan on the 6 mm grid, and the fine inputs are
 the 1 mm VOIs that the runtime itself would cut: the package's coarse network runs on the scan and
-``find_vois`` boxes its output, exactly as in ``kitsrt infer``. A fixed, seeded share of the scans
+``find_vois`` boxes its output, exactly as in ``kitsrt infer``. The set therefore depends on the
+coarse model only (its SHA-256 is recorded), not on the fine one. A fixed, seeded share of the scans
 is held out for the accuracy gate and never used to compute quantization ranges.
 
 Layout of a set folder::
@@ -91,7 +92,7 @@ def build_set(sources: list[Source], package: ModelPackage, coarse_backend, out:
     spec = package.spec
     manifest = {
         "version": SET_VERSION, "seed": seed, "holdout_fraction": holdout_fraction,
-        "pipeline": spec.name, "model_sha256": package.hashes,
+        "pipeline": spec.name, "coarse_sha256": spec.coarse.sha256,
         "stages": {name: {"spacing_mm": s.spacing_mm, "hu_window": list(s.hu_window), "divisibility": s.divisibility,
                           "count": sum(len(e["files"][name]) for e in entries)}
                    for name, s in (("coarse", spec.coarse), ("fine", spec.fine))},

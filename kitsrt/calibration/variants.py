@@ -45,9 +45,9 @@ def make_variants(package_dir: Path | None, set_folder: Path, precision: str, me
                   max_dice_drop: float, force: bool, threads: int = 0) -> dict:
     package = load_package(package_dir)
     manifest = load_manifest(set_folder)
-    if manifest.get("model_sha256") != package.hashes:
-        raise ModelPackageError(f"{set_folder}: calibration set was drawn with other models "
-                                f"({manifest.get('model_sha256')}); rebuild it for this package")
+    if manifest.get("coarse_sha256") != package.spec.coarse.sha256:
+        raise ModelPackageError(f"{set_folder}: calibration set's VOIs were placed by another coarse model "
+                                f"({manifest.get('coarse_sha256')}); rebuild it with `kitsrt calibrate` for this package")
     made: dict[str, Path] = {}
     try:
         for stage_name in STAGES:

@@ -6,14 +6,15 @@ Concurrency lives here, at the edge, not inside the math: one reader thread pref
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kitsrt.errors import InputError
 from kitsrt.evaluate import case_name
-from kitsrt.io import SUPPORTED_SUFFIXES, check_output_path, read_scan, write_text_atomic
-from kitsrt.io.preview import render_views, write_png
+from kitsrt.io import SUPPORTED_SUFFIXES, Scan, check_output_path, read_scan, write_text_atomic
+from kitsrt.io.preview import render_views, volume_center_mm, write_png
 from kitsrt.masks import bounding_box
 from kitsrt.runtime.postprocess import TUMOR, components_by_size
 from kitsrt.runtime.segmenter import Result, Segmenter
@@ -67,16 +68,18 @@ def preview_centers(result: Result) -> list:
 
 def write_outputs(result: Result, scan, output: Path, report: Path | None, preview: Path | None,
                   overwrite: bool) -> None:
+    """Write the label map (its write time goes into the report), then the report and the preview.
+    ``scan`` (a Scan or its path) is only needed for the preview."""
+    start = time.perf_counter()
     result.write(output, overwrite)
+    result.report["timings_s"]["write"] = round(time.perf_counter() - start, 4)
     if report is not None:
         write_text_atomic(json.dumps(result.report, indent=2) + "\n", report, overwrite)
     if preview is not None:
-        from kitsrt.io import Scan
-
+        ct = scan if isinstance(scan, Scan) else read_scan(scan)
         labels = Scan.from_array(result.labels, result.geometry)
-        centers = preview_centers(result) or [tuple(result.geometry.index_to_physical(
-            [[(s - 1) / 2 for s in result.geometry.size]])[0])]
-        write_png(render_views(scan, labels, centers), preview, overwrite)
+        centers = preview_centers(result) or [volume_center_mm(ct)]
+        write_png(render_views(ct, labels, centers), preview, overwrite)
 
 
 def run_batch(segmenter: Segmenter, paths: list[Path], out_dir: Path, overwrite: bool,

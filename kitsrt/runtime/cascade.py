@@ -21,6 +21,7 @@ from kitsrt.runtime.preprocess import (
     canonical_grid,
     network_input,
     resample_image,
+    resample_onto,
     scan_box,
     window_and_scale,
 )
@@ -92,12 +93,19 @@ def fine_logits(volume: np.ndarray, stage: StageSpec, policy: FinePolicy, backen
 
 
 def probabilities_on_grid(probs: np.ndarray, source: Geometry, target: Geometry) -> np.ndarray:
-    """Resample (C, z, y, x) probabilities on ``source`` linearly onto ``target``: (C, k, j, i)."""
-    image = sitk.GetImageFromArray(np.moveaxis(probs, 0, -1), isVector=True)
-    source.apply_to(image)
-    reference = target.apply_to(sitk.Image(list(target.size), sitk.sitkVectorFloat32, probs.shape[0]))
-    resampled = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
-    return np.moveaxis(sitk.GetArrayFromImage(resampled), -1, 0)
+    """Resample (C, z, y, x) probabilities on ``source`` linearly onto ``target``: (C, k, j, i).
+
+    Linear interpolation preserves the sum over classes, so only the foreground channels are
+    resampled (one scalar image each, cheaper than one vector image) and background is 1 - their sum;
+    outside ``source`` everything is background.
+    """
+    out = np.empty((probs.shape[0], *target.array_shape), np.float32)
+    for channel in range(1, probs.shape[0]):
+        image = source.apply_to(sitk.GetImageFromArray(probs[channel]))
+        out[channel] = sitk.GetArrayViewFromImage(
+            resample_onto(image, target, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    out[0] = 1.0 - out[1:].sum(axis=0)
+    return out
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,17 @@ def canonical_grid(box: Box, spacing_mm: float, multiple_of: int = 1) -> Geometr
                     IDENTITY)
 
 
-def _reference(grid: Geometry, pixel_id: int) -> sitk.Image:
-    return grid.apply_to(sitk.Image(list(grid.size), pixel_id))
+def resample_onto(image: sitk.Image, grid: Geometry, interpolator, default: float, pixel_id: int) -> sitk.Image:
+    """Resample ``image`` onto ``grid`` (identity transform), without allocating a reference image."""
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize(list(grid.size))
+    resampler.SetOutputSpacing(grid.spacing_mm)
+    resampler.SetOutputOrigin(grid.origin_mm)
+    resampler.SetOutputDirection(grid.direction)
+    resampler.SetInterpolator(interpolator)
+    resampler.SetDefaultPixelValue(default)
+    resampler.SetOutputPixelType(pixel_id)
+    return resampler.Execute(image)
 
 
 def _shrink_factors(image: sitk.Image, spacing_mm: float) -> list[int]:
@@ -72,16 +81,12 @@ def resample_image(image: sitk.Image, grid: Geometry, default_hu: float = AIR_HU
     """
     factors = _shrink_factors(image, grid.spacing_mm[0]) if anti_alias else [1, 1, 1]
     source = sitk.BinShrink(image, factors) if max(factors) > 1 else image
-    resampled = sitk.Resample(source, _reference(grid, sitk.sitkFloat32), sitk.Transform(),
-                              sitk.sitkLinear, default_hu, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(resampled)
+    return sitk.GetArrayFromImage(resample_onto(source, grid, sitk.sitkLinear, default_hu, sitk.sitkFloat32))
 
 
 def resample_labels(labels: sitk.Image, grid: Geometry) -> np.ndarray:
     """Resample a label map onto ``grid`` with nearest-neighbour interpolation, uint8 (z, y, x)."""
-    resampled = sitk.Resample(labels, _reference(grid, sitk.sitkUInt8), sitk.Transform(),
-                              sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return sitk.GetArrayFromImage(resampled)
+    return sitk.GetArrayFromImage(resample_onto(labels, grid, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
 
 
 def window_and_scale(hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
