@@ -2,7 +2,8 @@
 
 * INT8: onnxruntime's ``quantize_static`` in QDQ format, signed INT8 activations and weights,
   per-channel weights, symmetric ranges (zero points 0), no INT32 bias quantization, and only the
-  op types TensorRT fuses with Q/DQ (Conv, ConvTranspose, Add). Ranges come from the calibration
+  op types TensorRT fuses with Q/DQ (Conv, ConvTranspose, Add), except the first and last
+  convolutions (stem and logits head), which stay in float. Ranges come from the calibration
   split of a calibration set (MinMax, Entropy or Percentile), tiled into 64^3 patches.
 * FP16: every float32 weight becomes float16 and the graph computes in float16 between a Cast at
   the input and a Cast back to float32 at the output, so softmax/argmax run in FP32 outside it.
@@ -51,6 +52,13 @@ class _Reader:
         return next(self._feeds, None)
 
 
+def boundary_convolutions(model: onnx.ModelProto) -> list[str]:
+    """Names of the first and the last convolution: the stem sees raw intensities and the head
+    produces the logits, the two places where INT8 error costs most; they stay in float."""
+    convs = [n.name for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    return sorted({convs[0], convs[-1]}) if convs else []
+
+
 def quantize_int8(fp32: Path, out: Path, arrays: list[np.ndarray], method: str = "minmax",
                   input_name: str = "image") -> None:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -61,6 +69,7 @@ def quantize_int8(fp32: Path, out: Path, arrays: list[np.ndarray], method: str =
     quantize_static(
         str(fp32), str(out), reader_type(input_name, fixed_patches(arrays)),
         quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
+        nodes_to_exclude=boundary_convolutions(onnx.load(str(fp32))),
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibration,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                        "CalibMovingAverage": method == "minmax"},

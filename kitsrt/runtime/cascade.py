@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from kitsrt.engines.base import Backend
 from kitsrt.io import Geometry, Scan
 from kitsrt.runtime.pipeline import FinePolicy, PipelineSpec, StageSpec
-from kitsrt.runtime.postprocess import clean_voi_labels
+from kitsrt.runtime.postprocess import clean_voi_labels, components_by_size
 from kitsrt.runtime.preprocess import (
     Box,
     canonical_grid,
@@ -115,13 +115,37 @@ class VoiResult:
     labels: np.ndarray  # (k, j, i) on the crop of the original grid, post-processed
 
 
+def foreground_faces(labels: np.ndarray, box: Box, bounds: Box, tolerance_mm: float = 1.0) -> list[tuple[int, int]]:
+    """Faces of a VOI (labels on its canonical (z, y, x) grid) that foreground touches and that can
+    still move outwards (not yet at the scan's bounds). Faces as (x/y/z axis, -1 low or +1 high)."""
+    faces = []
+    for array_axis, axis in ((0, 2), (1, 1), (2, 0)):
+        for side, index in ((-1, 0), (1, -1)):
+            edge = np.take(labels, index, axis=array_axis)
+            room = box.low[axis] - bounds.low[axis] if side < 0 else bounds.high[axis] - box.high[axis]
+            if room > tolerance_mm and edge.any():
+                faces.append((axis, side))
+    return faces
+
+
 def fine_stage(scan: Scan, box: Box, spec: PipelineSpec, backend: Backend, timings) -> VoiResult:
-    stage = spec.fine
-    with timings.timer("fine_preprocess"):
-        grid = canonical_grid(box, stage.spacing_mm, stage.divisibility)
-        volume = window_and_scale(resample_image(scan.image, grid, anti_alias=False), stage.hu_window)
-    with timings.timer("fine_net"):
-        logits = fine_logits(volume, stage, spec.fine_policy, backend)
+    """Segment one VOI; where its largest kidney(+tumor) component reaches a face of the VOI, move
+    that face out and run again (up to ``roi.grow_steps`` times), so a kidney or a large exophytic
+    tumor that the coarse stage under-reached is not cut off."""
+    stage, bounds = spec.fine, scan_box(scan.geometry)
+    for attempt in range(spec.roi.grow_steps + 1):
+        with timings.timer("fine_preprocess"):
+            grid = canonical_grid(box, stage.spacing_mm, stage.divisibility)
+            volume = window_and_scale(resample_image(scan.image, grid, anti_alias=False), stage.hu_window)
+        with timings.timer("fine_net"):
+            logits = fine_logits(volume, stage, spec.fine_policy, backend)
+        if attempt == spec.roi.grow_steps:
+            break
+        kidney = components_by_size(logits.argmax(axis=0) > 0) == 1  # the VOI's own kidney, not stray blobs
+        faces = foreground_faces(kidney, box, bounds)
+        if not faces:
+            break
+        box = box.grown_faces(faces, spec.roi.grow_mm).intersect(bounds)
     with timings.timer("postprocess"):
         slices, crop = crop_grid(scan.geometry, box)
         probs = probabilities_on_grid(softmax(logits), grid, crop)

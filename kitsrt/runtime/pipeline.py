@@ -37,11 +37,15 @@ class StageSpec:
 @dataclass(frozen=True)
 class RoiPolicy:
     """How the coarse mask becomes VOIs: keep up to ``components`` largest connected components of
-    the coarse kidney mask (label > 0) of at least ``min_volume_ml``, each boxed with ``margin_mm``."""
+    the coarse kidney mask (label > 0) of at least ``min_volume_ml``, each boxed with ``margin_mm``.
+    When the fine stage finds kidney or tumor on a face of its VOI, that face moves out by
+    ``grow_mm`` and the VOI runs again, at most ``grow_steps`` times (large exophytic tumors)."""
 
     components: int = 2
     min_volume_ml: float = 5.0
     margin_mm: float = 15.0
+    grow_mm: float = 20.0
+    grow_steps: int = 2
 
 
 @dataclass(frozen=True)

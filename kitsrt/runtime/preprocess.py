@@ -33,6 +33,16 @@ class Box:
     def grown(self, margin_mm: float) -> Box:
         return Box(tuple(np.asarray(self.low) - margin_mm), tuple(np.asarray(self.high) + margin_mm))
 
+    def grown_faces(self, faces: list[tuple[int, int]], margin_mm: float) -> Box:
+        """Move the given faces out by ``margin_mm``; a face is (axis 0=x 1=y 2=z, side -1 low / +1 high)."""
+        low, high = np.asarray(self.low, float), np.asarray(self.high, float)
+        for axis, side in faces:
+            if side < 0:
+                low[axis] -= margin_mm
+            else:
+                high[axis] += margin_mm
+        return Box(tuple(low), tuple(high))
+
     def intersect(self, other: Box) -> Box:
         return Box(tuple(np.maximum(self.low, other.low)), tuple(np.minimum(self.high, other.high)))
 
