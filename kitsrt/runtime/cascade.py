@@ -102,8 +102,8 @@ def probabilities_on_grid(probs: np.ndarray, source: Geometry, target: Geometry)
     out = np.empty((probs.shape[0], *target.array_shape), np.float32)
     for channel in range(1, probs.shape[0]):
         image = source.apply_to(sitk.GetImageFromArray(probs[channel]))
-        out[channel] = sitk.GetArrayViewFromImage(
-            resample_onto(image, target, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+        resampled = resample_onto(image, target, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        out[channel] = sitk.GetArrayViewFromImage(resampled)  # copied while ``resampled`` is alive
     out[0] = 1.0 - out[1:].sum(axis=0)
     return out
 

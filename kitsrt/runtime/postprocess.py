@@ -18,7 +18,7 @@ def components_by_size(mask: np.ndarray) -> np.ndarray:
 
 def _touches(mask: np.ndarray, other: np.ndarray) -> bool:
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    grown = sitk.GetArrayViewFromImage(sitk.BinaryDilate(image, [1, 1, 1], sitk.sitkBox))
+    grown = sitk.GetArrayFromImage(sitk.BinaryDilate(image, [1, 1, 1], sitk.sitkBox))
     return bool((grown.astype(bool) & other).any())
 
 
