@@ -382,6 +382,7 @@ def quantize(
     model: Optional[Path] = typer.Option(None, "--model", help="Model package (default: demo); variants are written into it."),
     max_dice_drop: float = typer.Option(0.005, help="Refuse when composite Dice falls by more than this."),
     force: bool = typer.Option(False, help="Keep the variant even when the gate fails (recorded in its card)."),
+    ops: str = typer.Option("Conv,ConvTranspose,Add", help="INT8: op types to quantize (TensorRT fuses these)."),
     threads: int = typer.Option(0, help="onnxruntime threads."),
 ):
     """Make FP16 or INT8 Q/DQ variants of both networks and gate them on the held-out split.
@@ -399,7 +400,8 @@ def quantize(
 
     if method not in METHODS:
         raise InputError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
-    gate = make_variants(model, calibration, precision, method, max_dice_drop, force, threads)
+    gate = make_variants(model, calibration, precision, method, max_dice_drop, force, threads,
+                         [op for op in ops.split(",") if op])
     err.print(f"{precision} gate on {gate['heldout_cases']} held-out cases: composite Dice delta "
               f"{gate['composite_dice_delta']:+.4f}, argmax agreement {gate['argmax_agreement']:.4f}, "
               f"{'passed' if gate['passed'] else 'FAILED (kept: --force)'}")

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "Add"]
+HISTOGRAM_PATCHES = 48  # entropy/percentile keep every activation histogram in memory: cap the patches
 
 
 CALIBRATION_PATCH = (64, 64, 64)
@@ -60,15 +61,19 @@ def boundary_convolutions(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_int8(fp32: Path, out: Path, arrays: list[np.ndarray], method: str = "minmax",
-                  input_name: str = "image") -> None:
+                  input_name: str = "image", op_types: list[str] | None = None) -> None:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     reader_type = type("CalibrationReader", (_Reader, CalibrationDataReader), {})
     calibration = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile}[method]
+    patches = fixed_patches(arrays)
+    if method != "minmax" and len(patches) > HISTOGRAM_PATCHES:
+        keep = np.random.default_rng(0).choice(len(patches), HISTOGRAM_PATCHES, replace=False)
+        patches = [patches[i] for i in sorted(keep)]
     quantize_static(
-        str(fp32), str(out), reader_type(input_name, fixed_patches(arrays)),
-        quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
+        str(fp32), str(out), reader_type(input_name, patches),
+        quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types or QUANTIZED_OPS, per_channel=True,
         nodes_to_exclude=boundary_convolutions(onnx.load(str(fp32))),
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibration,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,

@@ -15,7 +15,7 @@ import onnx
 
 from kitsrt.calibration.dataset import load_manifest, stage_arrays
 from kitsrt.calibration.gate import run_gate
-from kitsrt.calibration.precision import check_tensorrt_qdq, convert_fp16, quantize_int8
+from kitsrt.calibration.precision import QUANTIZED_OPS, check_tensorrt_qdq, convert_fp16, quantize_int8
 from kitsrt.errors import AccuracyGateError, ModelPackageError
 from kitsrt.io import sha256_of, write_text_atomic
 from kitsrt.runtime.package import load_package
@@ -23,7 +23,8 @@ from kitsrt.runtime.package import load_package
 STAGES = ("coarse", "fine")
 
 
-def _make(package, stage_name: str, precision: str, method: str, set_folder: Path, manifest: dict) -> Path:
+def _make(package, stage_name: str, precision: str, method: str, set_folder: Path, manifest: dict,
+          op_types: list[str] | None = None) -> Path:
     stage = getattr(package.spec, stage_name)
     fp32 = package.model_path(stage)
     tmp = fp32.with_name(f".{fp32.stem}.{precision}.partial-{uuid.uuid4().hex[:8]}.onnx")
@@ -33,7 +34,7 @@ def _make(package, stage_name: str, precision: str, method: str, set_folder: Pat
     arrays = stage_arrays(set_folder, manifest, stage_name, "calibration")
     if not arrays:
         raise ModelPackageError(f"{set_folder}: no {stage_name} calibration inputs in the set")
-    quantize_int8(fp32, tmp, arrays, method, stage.input_name)
+    quantize_int8(fp32, tmp, arrays, method, stage.input_name, op_types)
     problems = check_tensorrt_qdq(onnx.load(str(tmp)))
     if problems:
         tmp.unlink(missing_ok=True)
@@ -42,7 +43,7 @@ def _make(package, stage_name: str, precision: str, method: str, set_folder: Pat
 
 
 def make_variants(package_dir: Path | None, set_folder: Path, precision: str, method: str,
-                  max_dice_drop: float, force: bool, threads: int = 0) -> dict:
+                  max_dice_drop: float, force: bool, threads: int = 0, op_types: list[str] | None = None) -> dict:
     package = load_package(package_dir)
     manifest = load_manifest(set_folder)
     if manifest.get("coarse_sha256") != package.spec.coarse.sha256:
@@ -51,8 +52,9 @@ def make_variants(package_dir: Path | None, set_folder: Path, precision: str, me
     made: dict[str, Path] = {}
     try:
         for stage_name in STAGES:
-            made[stage_name] = _make(package, stage_name, precision, method, set_folder, manifest)
+            made[stage_name] = _make(package, stage_name, precision, method, set_folder, manifest, op_types)
         gate = run_gate(package, made, set_folder, manifest, precision, method, max_dice_drop, threads)
+        gate["quantized_op_types"] = (op_types or QUANTIZED_OPS) if precision == "int8" else None
         if not gate["passed"] and not force:
             raise AccuracyGateError(
                 f"{precision} variant refused: composite Dice delta {gate['composite_dice_delta']} "
