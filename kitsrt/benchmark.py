@@ -49,6 +49,13 @@ def describe_machine() -> str:
 
 
 def _peak_rss_bytes() -> int:
+    """This process's peak resident set. VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec and
+    so reports the parent's peak (the phantom generation) in every child."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
