@@ -221,7 +221,7 @@ def _print_result(path: Path, target: Path, result, quiet: bool) -> None:
     sides = ", ".join(f"{k['side']}: kidney {k['kidney_ml']:.1f} mL, tumor {k['tumor_ml']:.1f} mL"
                       for k in result.report["kidneys"]) or "none"
     err.print(escape(f"{path.name} -> {target}  [{sides}]  tumors {totals['tumor_count']}  "
-              f"in {sum(timings.values()):.1f} s ({result.report['backend']})")
+              f"in {sum(timings.values()):.1f} s ({result.report['backend']})"))
 
 
 def _run_batch_with_progress(segmenter, paths, output, overwrite, quiet):
