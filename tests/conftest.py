@@ -27,5 +27,5 @@ def kits19_label(case: str) -> Path:
 @pytest.fixture(scope="session")
 def small_case():
     """A small procedural label map and its phantom CT: (label Scan, ct Scan)."""
-    labels = procedural_label_map((96, 96, 40), (4.0, 4.0, 6.0), seed=5)
+    labels = procedural_label_map((160, 160, 56), (2.5, 2.5, 4.0), seed=5)
     return labels, synthesize_ct(labels, seed=5)
