@@ -97,8 +97,9 @@ def decode_child(scan_path: str, runs: int) -> dict:
 
 def sliding_window_child(scan_path: str, threads: int, windows: int, full: bool) -> dict:
     """Baseline (a): the fine net over the whole scan at 1 mm with MONAI (torch eager)."""
-    import torch
     from monai.inferers import sliding_window_inference
+
+    from kitsrt.training import require_torch
 
     from kitsrt.export.weights import model_from_package
     from kitsrt.io import read_scan
@@ -106,6 +107,7 @@ def sliding_window_child(scan_path: str, threads: int, windows: int, full: bool)
     from kitsrt.runtime.preprocess import canonical_grid, resample_image, scan_box, window_and_scale
     from kitsrt.runtime.sliding_window import tile_starts
 
+    torch = require_torch()
     torch.set_num_threads(threads or torch.get_num_threads())
     package = load_package()
     stage = package.spec.fine

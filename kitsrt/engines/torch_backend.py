@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kitsrt.engines.base import Backend, TensorInfo
-from kitsrt.errors import BackendUnavailable, ModelPackageError
+from kitsrt.errors import ModelPackageError
 
 
 class TorchBackend(Backend):
@@ -23,11 +23,10 @@ class TorchBackend(Backend):
         self._model = None
 
     def _load(self) -> None:
-        try:
-            import torch
-        except ImportError:
-            raise BackendUnavailable("torch backend: torch is not installed (pip install 'kitsrt[export]')") from None
         from kitsrt.export.weights import model_from_package
+        from kitsrt.training import require_torch
+
+        torch = require_torch()
 
         card_path = Path(self.model_path).with_suffix(".json")
         weights = Path(self.model_path).with_suffix(".weights.npz")
