@@ -52,7 +52,7 @@ def test_calibration_set_has_a_manifest_and_runtime_shaped_inputs(calibration_se
 def test_int8_variant_is_tensorrt_style_qdq_and_gated(calibration_set, package):
     result = runner.invoke(app, ["quantize", "--calibration", str(calibration_set), "--model", str(package),
                                  "--precision", "int8", "--method", "minmax", "--threads", "1",
-                                 "--max-dice-drop", "1.0"])
+                                 "--max-dice-drop", "1.0", "--target-agreement", "0"])
     assert result.exit_code == 0, result.output
     for stage in ("coarse", "fine"):
         model = onnx.load(package / f"{stage}.int8.onnx")
@@ -67,6 +67,49 @@ def test_int8_variant_is_tensorrt_style_qdq_and_gated(calibration_set, package):
         assert 0.9 < gate["argmax_agreement"] <= 1.0
     seg = Segmenter.load(package, precision="int8", threads=1)
     assert "int8" in seg.backend_name
+
+
+def _weight_is_quantized(model: onnx.ModelProto, node_name: str) -> bool:
+    node = next(n for n in model.graph.node if n.name == node_name)
+    producers = {out: n.op_type for n in model.graph.node for out in n.output}
+    return producers.get(node.input[1]) == "DequantizeLinear"
+
+
+def test_sensitivity_search_keeps_the_layers_it_names_in_float(calibration_set, package, tmp_path):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(package, mixed)
+    result = runner.invoke(app, ["quantize", "--calibration", str(calibration_set), "--model", str(mixed),
+                                 "--precision", "int8", "--method", "minmax", "--threads", "1",
+                                 "--max-dice-drop", "1.0", "--target-agreement", "0.98", "--probe-inputs", "1",
+                                 "--ops", "Conv"])
+    assert result.exit_code == 0, result.output
+    searched = 0
+    for stage in ("coarse", "fine"):
+        card = json.loads((mixed / f"{stage}.int8.json").read_text())
+        search = card["mixed_precision"]
+        assert search["target"] == 0.98 and search["probe_inputs"] == 1
+        assert search["agreement"] >= 0.98
+        assert card["gate"]["float_nodes"][stage] == search["float_nodes"]
+        model = onnx.load(mixed / f"{stage}.int8.onnx")
+        convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+        in_float = set(search["float_nodes"]) | {convs[0], convs[-1]}
+        assert all(_weight_is_quantized(model, name) != (name in in_float) for name in convs)
+        assert search["quantized_nodes"] == len(convs) - len(in_float) > 0
+        if search["float_nodes"]:
+            searched += 1
+            ranking = [agreement for _, agreement in search["ranking"]]
+            assert ranking == sorted(ranking) and len(ranking) == search["candidate_nodes"]
+            assert search["agreement_all_quantized"] < 0.98
+    assert searched, "target 0.98 should force the search on at least one stage"
+
+
+def test_unreachable_agreement_target_is_refused_and_writes_nothing(calibration_set, package):
+    before = sorted(p.name for p in package.iterdir())
+    result = runner.invoke(app, ["quantize", "--calibration", str(calibration_set), "--model", str(package),
+                                 "--precision", "int8", "--threads", "1", "--target-agreement", "1.0",
+                                 "--probe-inputs", "1", "--ops", "Add"])
+    assert result.exit_code == 4 and "lower --target-agreement" in result.output
+    assert sorted(p.name for p in package.iterdir()) == before
 
 
 def test_fp16_variant_keeps_float32_interface(calibration_set, package):
@@ -85,7 +128,7 @@ def test_gate_refusal_writes_nothing(calibration_set, package):
     before = sorted(p.name for p in package.iterdir())
     result = runner.invoke(app, ["quantize", "--calibration", str(calibration_set), "--model", str(package),
                                  "--precision", "int8", "--method", "percentile", "--threads", "1",
-                                 "--max-dice-drop", "-1.0"])
+                                 "--max-dice-drop", "-1.0", "--target-agreement", "0"])
     assert result.exit_code == 5 and "refused" in result.output
     assert sorted(p.name for p in package.iterdir()) == before
 

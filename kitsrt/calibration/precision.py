@@ -3,8 +3,9 @@
 * INT8: onnxruntime's ``quantize_static`` in QDQ format, signed INT8 activations and weights,
   per-channel weights, symmetric ranges (zero points 0), no INT32 bias quantization, and only the
   op types TensorRT fuses with Q/DQ (Conv, ConvTranspose, Add), except the first and last
-  convolutions (stem and logits head), which stay in float. Ranges come from the calibration
-  split of a calibration set (MinMax, Entropy or Percentile), tiled into 64^3 patches.
+  convolutions (stem and logits head), which stay in float, and any node the sensitivity search
+  keeps in float. Ranges come from the calibration split of a calibration set (MinMax, Entropy or
+  Percentile), tiled into 64^3 patches.
 * FP16: every float32 weight becomes float16 and the graph computes in float16 between a Cast at
   the input and a Cast back to float32 at the output, so softmax/argmax run in FP32 outside it.
   (BatchNorm is already folded into the convolutions at export, so no normalisation runs in FP16.)
@@ -60,24 +61,42 @@ def boundary_convolutions(model: onnx.ModelProto) -> list[str]:
     return sorted({convs[0], convs[-1]}) if convs else []
 
 
+def quantizable_nodes(model: onnx.ModelProto, op_types: list[str] | None = None) -> list[str]:
+    """Nodes INT8 may touch, in graph order: the op types TensorRT fuses, minus the boundary convolutions."""
+    keep_float = set(boundary_convolutions(model))
+    return [n.name for n in model.graph.node if n.op_type in (op_types or QUANTIZED_OPS) and n.name not in keep_float]
+
+
 def quantize_int8(fp32: Path, out: Path, arrays: list[np.ndarray], method: str = "minmax",
-                  input_name: str = "image", op_types: list[str] | None = None) -> None:
+                  input_name: str = "image", op_types: list[str] | None = None,
+                  nodes: list[str] | None = None, ranges_cache: Path | None = None) -> None:
+    """Write a Q/DQ model quantizing ``nodes`` (default: every quantizable node).
+
+    Activation ranges are computed from ``arrays`` once and kept in ``ranges_cache`` when given, so
+    trying many node subsets (see :mod:`kitsrt.calibration.sensitivity`) calibrates only once.
+    """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    reader_type = type("CalibrationReader", (_Reader, CalibrationDataReader), {})
+    nodes = quantizable_nodes(onnx.load(str(fp32)), op_types) if nodes is None else nodes
+    if not nodes:
+        raise ValueError("quantize_int8: no node to quantize")
+    reader = None
+    if ranges_cache is None or not ranges_cache.exists():
+        patches = fixed_patches(arrays)
+        if method != "minmax" and len(patches) > HISTOGRAM_PATCHES:
+            keep = np.random.default_rng(0).choice(len(patches), HISTOGRAM_PATCHES, replace=False)
+            patches = [patches[i] for i in sorted(keep)]
+        reader = type("CalibrationReader", (_Reader, CalibrationDataReader), {})(input_name, patches)
     calibration = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile}[method]
-    patches = fixed_patches(arrays)
-    if method != "minmax" and len(patches) > HISTOGRAM_PATCHES:
-        keep = np.random.default_rng(0).choice(len(patches), HISTOGRAM_PATCHES, replace=False)
-        patches = [patches[i] for i in sorted(keep)]
     quantize_static(
-        str(fp32), str(out), reader_type(input_name, patches),
+        str(fp32), str(out), reader,
         quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types or QUANTIZED_OPS, per_channel=True,
-        nodes_to_exclude=boundary_convolutions(onnx.load(str(fp32))),
+        nodes_to_quantize=nodes,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibration,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                        "CalibMovingAverage": method == "minmax"},
+        calibration_cache_path=None if ranges_cache is None else str(ranges_cache),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -15,66 +16,126 @@ import onnx
 
 from kitsrt.calibration.dataset import load_manifest, stage_arrays
 from kitsrt.calibration.gate import run_gate
-from kitsrt.calibration.precision import QUANTIZED_OPS, check_tensorrt_qdq, convert_fp16, quantize_int8
+from kitsrt.calibration.precision import (
+    QUANTIZED_OPS,
+    check_tensorrt_qdq,
+    convert_fp16,
+    quantizable_nodes,
+    quantize_int8,
+)
+from kitsrt.calibration.sensitivity import label_agreement, search_float_nodes
+from kitsrt.engines import create_backend
 from kitsrt.errors import AccuracyGateError, ModelPackageError
 from kitsrt.io import sha256_of, write_text_atomic
+from kitsrt.runtime.cascade import run_network
 from kitsrt.runtime.package import load_package
 
 STAGES = ("coarse", "fine")
 
 
 def _make(package, stage_name: str, precision: str, method: str, set_folder: Path, manifest: dict,
-          op_types: list[str] | None = None) -> Path:
+          op_types: list[str] | None = None, target_agreement: float = 0.0, probe_inputs: int = 4,
+          threads: int = 0) -> tuple[Path, dict | None]:
+    """A gated-to-be variant under a temporary name, and the mixed-precision search behind it (INT8)."""
     stage = getattr(package.spec, stage_name)
     fp32 = package.model_path(stage)
     tmp = fp32.with_name(f".{fp32.stem}.{precision}.partial-{uuid.uuid4().hex[:8]}.onnx")
     if precision == "fp16":
         convert_fp16(fp32, tmp)
-        return tmp
+        return tmp, None
     arrays = stage_arrays(set_folder, manifest, stage_name, "calibration")
     if not arrays:
         raise ModelPackageError(f"{set_folder}: no {stage_name} calibration inputs in the set")
-    quantize_int8(fp32, tmp, arrays, method, stage.input_name, op_types)
+    candidates = quantizable_nodes(onnx.load(str(fp32)), op_types)
+    with tempfile.TemporaryDirectory(prefix="kitsrt-int8-") as scratch:
+        ranges = Path(scratch) / "ranges.json"
+        search = None
+        if target_agreement > 0:
+            probes = arrays[::max(1, len(arrays) // probe_inputs)][:probe_inputs]
+            search = _search(stage, fp32, arrays, probes, method, op_types, candidates, ranges, Path(scratch),
+                             target_agreement, threads)
+            if len(search.float_nodes) == len(candidates):
+                raise ModelPackageError(
+                    f"{fp32}: no INT8 node keeps {stage_name} label agreement >= {target_agreement} "
+                    f"(all quantized: {search.agreement_all_quantized:.4f}); lower --target-agreement")
+        keep_float = set(search.float_nodes) if search else set()
+        quantize_int8(fp32, tmp, arrays, method, stage.input_name, op_types,
+                      [n for n in candidates if n not in keep_float], ranges)
     problems = check_tensorrt_qdq(onnx.load(str(tmp)))
     if problems:
         tmp.unlink(missing_ok=True)
         raise ModelPackageError(f"{fp32}: INT8 model is not TensorRT-ready: {'; '.join(problems[:3])}")
-    return tmp
+    mixed = None
+    if search is not None:
+        mixed = {**search.to_dict(), "probe_inputs": len(probes), "quantized_nodes": len(candidates) - len(keep_float),
+                 "candidate_nodes": len(candidates)}
+    return tmp, mixed
+
+
+def _search(stage, fp32: Path, arrays, probes, method, op_types, candidates, ranges: Path, scratch: Path,
+            target: float, threads: int):
+    """Per-layer sensitivity search on calibration-split probes (see kitsrt.calibration.sensitivity)."""
+    with create_backend("onnxruntime", str(fp32), threads) as backend:
+        outputs = [run_network(backend, stage, volume) for volume in probes]
+    reference = [logits.argmax(0) for logits in outputs]
+    classes = range(1, outputs[0].shape[0])
+    trial = scratch / "trial.onnx"
+
+    def agreement_of(nodes: list[str]) -> float:
+        if not nodes:
+            return 1.0
+        quantize_int8(fp32, trial, arrays, method, stage.input_name, op_types, nodes, ranges)
+        with create_backend("onnxruntime", str(trial), threads) as backend:
+            labels = [run_network(backend, stage, volume).argmax(0) for volume in probes]
+        return label_agreement(reference, labels, classes)
+
+    return search_float_nodes(candidates, agreement_of, target)
 
 
 def make_variants(package_dir: Path | None, set_folder: Path, precision: str, method: str,
-                  max_dice_drop: float, force: bool, threads: int = 0, op_types: list[str] | None = None) -> dict:
+                  max_dice_drop: float, force: bool, threads: int = 0, op_types: list[str] | None = None,
+                  target_agreement: float = 0.0, probe_inputs: int = 4) -> dict:
+    """Make, gate and install ``precision`` variants of both stages; returns the gate object.
+
+    ``target_agreement`` > 0 (INT8) keeps the most sensitive nodes in float until each stage's label
+    maps on ``probe_inputs`` calibration inputs agree with FP32 at least that much (worst
+    foreground-class Dice).
+    """
     package = load_package(package_dir)
     manifest = load_manifest(set_folder)
     if manifest.get("coarse_sha256") != package.spec.coarse.sha256:
         raise ModelPackageError(f"{set_folder}: calibration set's VOIs were placed by another coarse model "
                                 f"({manifest.get('coarse_sha256')}); rebuild it with `kitsrt calibrate` for this package")
     made: dict[str, Path] = {}
+    mixed: dict[str, dict | None] = {}
     try:
         for stage_name in STAGES:
-            made[stage_name] = _make(package, stage_name, precision, method, set_folder, manifest, op_types)
+            made[stage_name], mixed[stage_name] = _make(package, stage_name, precision, method, set_folder, manifest,
+                                                        op_types, target_agreement, probe_inputs, threads)
         gate = run_gate(package, made, set_folder, manifest, precision, method, max_dice_drop, threads)
         gate["quantized_op_types"] = (op_types or QUANTIZED_OPS) if precision == "int8" else None
+        gate["float_nodes"] = {name: m["float_nodes"] for name, m in mixed.items() if m is not None} or None
         if not gate["passed"] and not force:
             raise AccuracyGateError(
                 f"{precision} variant refused: composite Dice delta {gate['composite_dice_delta']} "
                 f"< -{max_dice_drop} on {gate['heldout_cases']} held-out cases (argmax agreement "
                 f"{gate['argmax_agreement']:.4f}); nothing written. Try another --method or --force")
         for stage_name, tmp in made.items():
-            _install(package, stage_name, precision, tmp, gate, method, manifest)
+            _install(package, stage_name, precision, tmp, gate, method, manifest, mixed[stage_name])
         return gate
     finally:
         for tmp in made.values():
             tmp.unlink(missing_ok=True)
 
 
-def _install(package, stage_name: str, precision: str, tmp: Path, gate: dict, method: str, manifest: dict) -> None:
+def _install(package, stage_name: str, precision: str, tmp: Path, gate: dict, method: str, manifest: dict,
+             mixed_precision: dict | None) -> None:
     stage = getattr(package.spec, stage_name)
     fp32 = package.model_path(stage)
     final = fp32.with_name(f"{fp32.stem}.{precision}.onnx")
     card = json.loads(fp32.with_suffix(".json").read_text())
     card.update({"precision": precision, "onnx_sha256": sha256_of(tmp), "fp32_sha256": stage.sha256,
-                 "gate": gate,
+                 "gate": gate, "mixed_precision": mixed_precision,
                  "calibration": None if precision == "fp16" else {
                      "method": method, "inputs": len([1 for e in manifest["sources"] if e["split"] == "calibration"
                                                        for _ in e["files"][stage_name]]),
