@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kitsrt.errors import BackendUnavailable, ModelPackageError
-from kitsrt.io import sha256_of, write_text_atomic
+from kitsrt.io import sha256_of, write_bytes_atomic, write_text_atomic
 
 WORKSPACE_BYTES = 2 << 30
 
@@ -114,9 +114,9 @@ def build_engine(onnx_path: Path, plan: Path, input_name: str, shapes: dict[str,
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ModelPackageError(f"{onnx_path}: TensorRT could not build an engine (see the log above)")
-    plan.write_bytes(bytes(serialized))
+    write_bytes_atomic(bytes(serialized), plan, overwrite=True)
     if timing_cache is not None:
-        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+        write_bytes_atomic(bytes(config.get_timing_cache().serialize()), timing_cache, overwrite=True)
     gpu_name, capability = this_machine()
     sidecar = Sidecar(trt.__version__, gpu_name, capability, sha256_of(onnx_path), precision)
     write_text_atomic(json.dumps(asdict(sidecar), indent=2) + "\n", sidecar_path(plan), overwrite=True)

@@ -1,6 +1,6 @@
 """Scan and label-map I/O with exact geometry. Axis order is documented in ``kitsrt.io.scan``."""
 
-from kitsrt.io.files import sha256_of, write_text_atomic
+from kitsrt.io.files import sha256_of, write_bytes_atomic, write_text_atomic
 from kitsrt.io.scan import (
     OUTPUT_SUFFIXES,
     SUPPORTED_SUFFIXES,
@@ -24,5 +24,6 @@ __all__ = [
     "write_image",
     "write_label_map",
     "sha256_of",
+    "write_bytes_atomic",
     "write_text_atomic",
 ]

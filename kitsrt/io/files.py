@@ -1,4 +1,4 @@
-"""Small text outputs (reports, scores, manifests), written whole or not at all."""
+"""Small outputs (reports, scores, manifests, engines), written whole or not at all."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from kitsrt.errors import InputError
 
 def write_text_atomic(text: str, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a small text file through a temporary name and a rename."""
+    return write_bytes_atomic(text.encode(), path, overwrite)
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write a file through a temporary name and a rename."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path}: output already exists; pass --overwrite to replace it")
@@ -17,7 +22,7 @@ def write_text_atomic(text: str, path: str | os.PathLike, overwrite: bool = Fals
         raise InputError(f"{path.parent}: output folder does not exist")
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
