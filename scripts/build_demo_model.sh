@@ -16,3 +16,12 @@ mkdir -p "$out"
 kitsrt export "$work/coarse/checkpoint.pt" --stage coarse -o "$out/coarse.onnx" --demo --provenance "$note" --overwrite
 kitsrt export "$work/fine/checkpoint.pt" --stage fine -o "$out/fine.onnx" --demo --provenance "$note" --overwrite
 python -m kitsrt.export.package "$out"
+# Reduced-precision variants, gated on held-out phantoms: a calibration set from 12 label maps,
+# 4 of them held out (seed 0), VOIs placed by the new coarse network.
+calib_cases="case_00007 case_00018 case_00021 case_00024 case_00034 case_00040 case_00043 case_00055 case_00063 case_00142 case_00188 case_00201"
+mkdir -p "$work/calib_cases"
+for c in $calib_cases; do ln -sfn "$(realpath "$data/$c")" "$work/calib_cases/$c"; done
+rm -rf "$work/calib_kits"
+kitsrt calibrate --cases "$work/calib_cases" -o "$work/calib_kits" --holdout 0.34 --seed 0
+kitsrt quantize --calibration "$work/calib_kits" --precision fp16
+kitsrt quantize --calibration "$work/calib_kits" --precision int8 --method entropy --target-agreement 0.99
