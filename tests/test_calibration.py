@@ -140,3 +140,27 @@ def test_fixed_patches_cover_every_voxel_once():
     patches = fixed_patches([volume], (32, 32, 32))
     assert len(patches) == 3 * 2 * 5 and all(p.shape == (32, 32, 32) for p in patches)
     assert np.isclose(sum(float(p[p > -1].sum()) for p in patches), float(volume[volume > -1].sum()), rtol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_shipped_demo_variants_passed_their_gate_and_follow_fp32(precision, small_case):
+    from kitsrt.io import sha256_of
+    from kitsrt.metrics import score_case
+
+    demo = demo_package_path()
+    for stage in ("coarse", "fine"):
+        model = demo / f"{stage}.{precision}.onnx"
+        card = json.loads(model.with_suffix(".json").read_text())
+        assert card["precision"] == precision and card["onnx_sha256"] == sha256_of(model)
+        assert card["fp32_sha256"] == sha256_of(demo / f"{stage}.onnx")
+        gate = card["gate"]
+        assert gate["passed"] and gate["composite_dice_delta"] >= -gate["max_dice_drop"] == -0.005
+        if precision == "int8":
+            assert check_tensorrt_qdq(onnx.load(model)) == []
+            assert card["mixed_precision"]["agreement"] >= card["mixed_precision"]["target"]
+    labels, ct = small_case
+    with Segmenter.load(threads=1) as fp32, Segmenter.load(threads=1, precision=precision) as reduced:
+        a, b = fp32.segment(ct), reduced.segment(ct)
+    assert b.geometry == ct.geometry
+    assert (a.labels == b.labels).mean() > 0.999
+    assert score_case(b.labels, a.labels, labels.geometry.array_spacing_mm).kidney_dice > 0.97
