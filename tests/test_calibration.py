@@ -103,15 +103,6 @@ def test_sensitivity_search_keeps_the_layers_it_names_in_float(calibration_set, 
     assert searched, "target 0.98 should force the search on at least one stage"
 
 
-def test_unreachable_agreement_target_is_refused_and_writes_nothing(calibration_set, package):
-    before = sorted(p.name for p in package.iterdir())
-    result = runner.invoke(app, ["quantize", "--calibration", str(calibration_set), "--model", str(package),
-                                 "--precision", "int8", "--threads", "1", "--target-agreement", "1.0",
-                                 "--probe-inputs", "1", "--ops", "Add"])
-    assert result.exit_code == 4 and "lower --target-agreement" in result.output
-    assert sorted(p.name for p in package.iterdir()) == before
-
-
 def test_fp16_variant_keeps_float32_interface(calibration_set, package):
     result = runner.invoke(app, ["quantize", "--calibration", str(calibration_set), "--model", str(package),
                                  "--precision", "fp16", "--threads", "1", "--max-dice-drop", "1.0"])
@@ -124,12 +115,15 @@ def test_fp16_variant_keeps_float32_interface(calibration_set, package):
     assert gate["argmax_agreement"] > 0.99
 
 
-def test_gate_refusal_writes_nothing(calibration_set, package):
+@pytest.mark.parametrize("options, exit_code, message", [
+    (["--method", "percentile", "--max-dice-drop", "-1.0", "--target-agreement", "0"], 5, "refused"),
+    (["--target-agreement", "1.0", "--probe-inputs", "1", "--ops", "Add"], 4, "lower --target-agreement"),
+], ids=["gate", "unreachable-agreement-target"])
+def test_int8_refusal_writes_nothing(calibration_set, package, options, exit_code, message):
     before = sorted(p.name for p in package.iterdir())
     result = runner.invoke(app, ["quantize", "--calibration", str(calibration_set), "--model", str(package),
-                                 "--precision", "int8", "--method", "percentile", "--threads", "1",
-                                 "--max-dice-drop", "-1.0", "--target-agreement", "0"])
-    assert result.exit_code == 5 and "refused" in result.output
+                                 "--precision", "int8", "--threads", "1", *options])
+    assert result.exit_code == exit_code and message in result.output
     assert sorted(p.name for p in package.iterdir()) == before
 
 
