@@ -151,7 +151,7 @@ def infer(
                                           help="Label map to write (one scan; default SCAN_seg.nii.gz beside it), "
                                                "or the output folder (batch)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model package folder (default: the bundled demo)."),
-    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime, onnxruntime-cuda, torch or torch-cuda."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime, openvino (the openvino extra), onnxruntime-cuda, torch or torch-cuda."),
     threads: int = typer.Option(0, "--threads", help="Threads per network (0: the backend's default)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, or a variant made by `kitsrt quantize` (fp16, int8)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the report JSON here (batch: the summary)."),

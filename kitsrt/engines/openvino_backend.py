@@ -1,0 +1,157 @@
+"""OpenVINO CPU backend: the same ONNX files, compiled once per input shape.
+
+Loaders apart from the runner (after Polygraphy): ``read_model`` reads the ONNX file once,
+``compile_for_shape`` compiles it for one static input shape (OpenVINO picks its best kernels for a
+static shape), and the backend keeps the last few compiled shapes in a small LRU cache. The cascade's
+shapes vary per VOI, so the first call on a new shape pays a compile (0.1-0.4 s for the demo fine
+net); ``benchmarks/openvino_shapes.py`` measures that cost against the gain.
+
+Precisions: ``fp32`` (inference precision forced to f32: OpenVINO's CPU default on a BF16-capable
+CPU is bf16, which would change results silently), ``bf16`` (a runtime precision of the FP32 file,
+only where the CPU reports BF16), and the file variants (``*.int8.onnx`` Q/DQ, ``*.fp16.onnx``),
+run with an f32 inference precision for their float parts.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from kitsrt.engines.base import Backend, TensorInfo
+from kitsrt.errors import BackendUnavailable, ModelPackageError
+
+INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+INSTALL_HINT = "install it with `pip install 'kitsrt[openvino]'` (or use --backend onnxruntime)"
+
+
+def require_openvino():
+    """The ``openvino`` module, or exit 6 saying what to install."""
+    try:
+        import openvino
+    except ImportError:
+        raise BackendUnavailable(f"--backend openvino: the openvino package is not installed; {INSTALL_HINT}") from None
+    return openvino
+
+
+def cpu_supports_bf16(core) -> bool:
+    """Whether OpenVINO's CPU plugin reports native BF16 (AVX-512 BF16 or AMX) on this machine."""
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def compile_config(threads: int, precision: str) -> dict:
+    """CPU plugin properties: latency mode, one stream, ``threads`` threads (0: OpenVINO's default)."""
+    config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": INFERENCE_PRECISIONS[precision]}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
+
+
+def compile_for_shape(core, model, shape: tuple[int, ...], config: dict):
+    """``model`` (an ``openvino.Model`` with one input) compiled for the static input ``shape``."""
+    import openvino as ov
+
+    static = model.clone()
+    static.reshape({static.inputs[0].any_name: ov.PartialShape(list(shape))})
+    return core.compile_model(static, "CPU", config)
+
+
+class _Compiled:
+    """One compiled shape and a lock-protected pool of idle infer requests (one per concurrent caller)."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.idle: queue.SimpleQueue = queue.SimpleQueue()
+
+    def infer(self, array: np.ndarray) -> tuple[np.ndarray, ...]:
+        try:
+            request = self.idle.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            return request.infer({0: array}, share_inputs=True, share_outputs=False).to_tuple()
+        finally:
+            self.idle.put(request)
+
+
+class OpenVINOBackend(Backend):
+    """One ONNX file on OpenVINO's CPU plugin. ``infer`` is thread-safe: compiles happen under a
+    lock, and each concurrent call takes its own infer request from the shape's pool."""
+
+    name = "openvino"
+
+    def __init__(self, model_path: str, threads: int = 0, precision: str = "fp32", cached_shapes: int = 4):
+        super().__init__(model_path)
+        if precision not in INFERENCE_PRECISIONS:
+            raise BackendUnavailable(f"--backend openvino: precision {precision!r} is not a runtime precision; "
+                                     f"choose one of {', '.join(INFERENCE_PRECISIONS)}")
+        self.threads = threads
+        self.precision = precision
+        self.cached_shapes = cached_shapes
+        self.compiles = 0  # how many shapes were compiled so far (for benchmarks and tests)
+        self._core = self._model = None
+        self._cache: OrderedDict[tuple[int, ...], _Compiled] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def _load(self) -> None:
+        ov = require_openvino()
+        core = ov.Core()
+        if self.precision == "bf16" and not cpu_supports_bf16(core):
+            raise BackendUnavailable(
+                f"--precision bf16: this CPU has no native BF16 (OpenVINO reports "
+                f"{', '.join(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))}); use --precision fp32")
+        try:
+            model = core.read_model(self.model_path)
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses for unreadable files
+            raise ModelPackageError(f"{self.model_path}: OpenVINO cannot read it "
+                                    f"({str(exc).strip().splitlines()[0][:200]})") from None
+        if len(model.inputs) != 1:
+            raise ModelPackageError(f"{self.model_path}: the OpenVINO backend runs single-input networks, "
+                                    f"this one has {len(model.inputs)}")
+        self._core, self._model = core, model
+
+    def _close(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+        self._core = self._model = None
+
+    def _compiled_for(self, shape: tuple[int, ...]) -> _Compiled:
+        with self._cache_lock:
+            entry = self._cache.get(shape)
+            if entry is None:
+                try:
+                    compiled = compile_for_shape(self._core, self._model, shape,
+                                                 compile_config(self.threads, self.precision))
+                except Exception as exc:
+                    raise BackendUnavailable(
+                        f"{self.model_path}: OpenVINO cannot compile it for input shape {list(shape)} "
+                        f"({str(exc).strip().splitlines()[0][:160]}); use --backend onnxruntime") from None
+                entry = self._cache[shape] = _Compiled(compiled)
+                self.compiles += 1
+                while len(self._cache) > self.cached_shapes:
+                    self._cache.popitem(last=False)  # in-flight requests keep their model alive
+            self._cache.move_to_end(shape)
+            return entry
+
+    def _infer(self, feed):
+        (array,) = feed.values()
+        array = np.ascontiguousarray(array)
+        outputs = self._compiled_for(tuple(array.shape)).infer(array)
+        return {info.name: out for info, out in zip(self.outputs(), outputs)}
+
+    def _info(self, ports) -> list[TensorInfo]:
+        return [TensorInfo(p.any_name, np.dtype(p.get_element_type().to_dtype()),
+                           tuple(None if d.is_dynamic else d.get_length() for d in p.partial_shape))
+                for p in ports]
+
+    def inputs(self) -> list[TensorInfo]:
+        return self._info(self._model.inputs)
+
+    def outputs(self) -> list[TensorInfo]:
+        return self._info(self._model.outputs)
+
+    def describe(self) -> str:
+        inference = ", bf16 inference" if self.precision == "bf16" else ""
+        return f"openvino-cpu ({self.threads or 'all'} threads{inference})"

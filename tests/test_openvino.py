@@ -1,0 +1,153 @@
+"""The OpenVINO backend on tiny models: parity with onnxruntime, the per-shape compile cache, thread
+safety, precisions, and the one-line refusals (exit 6) when openvino, BF16 or a shape is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from kitsrt.engines import create_backend
+from kitsrt.errors import BackendUnavailable
+from kitsrt.runtime.package import load_package
+
+needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                    reason="openvino is not installed (pip install 'kitsrt[openvino]')")
+
+
+def tiny_conv_model(path) -> str:
+    """A 3-D Conv (1 -> 3 channels, 3x3x3, same padding) + ReLU with dynamic N, D, H, W."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(size=(3, 1, 3, 3, 3)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "w", "b"], ["conv"], pads=[1] * 6),
+         helper.make_node("Relu", ["conv"], ["logits"])],
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, "D", "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3, "D", "H", "W"])],
+        [weight, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_conv_model(tmp_path_factory.mktemp("ov") / "tiny.onnx")
+
+
+def volume(shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (1, 1, *shape)).astype(np.float32)
+
+
+@needs_openvino
+def test_matches_onnxruntime_and_compiles_each_shape_once(tiny):
+    with create_backend("openvino", tiny, threads=1) as ov, create_backend("onnxruntime", tiny, threads=1) as ort:
+        assert [(t.name, t.dtype) for t in ov.inputs()] == [("image", np.float32)]
+        assert ov.inputs()[0].shape == (None, 1, None, None, None)
+        for shape in ((8, 16, 24), (16, 8, 8), (8, 16, 24)):
+            x = volume(shape)
+            out = ov.infer({"image": x})["logits"]
+            assert out.shape == (1, 3, *shape) and out.dtype == np.float32
+            np.testing.assert_allclose(out, ort.infer({"image": x})["logits"], rtol=1e-5, atol=1e-5)
+        assert ov.compiles == 2  # the third call reused the first shape's compiled model
+
+
+@needs_openvino
+def test_compile_cache_is_bounded(tiny):
+    backend = create_backend("openvino", tiny, threads=1)
+    backend.cached_shapes = 2
+    with backend:
+        for size in (8, 16, 24, 8):
+            backend.infer({"image": volume((size, 8, 8))})
+        assert len(backend._cache) == 2 and backend.compiles == 4  # 8 was evicted by 24, compiled again
+
+
+@needs_openvino
+def test_infer_from_four_threads_at_once(tiny):
+    inputs = [volume((16, 16, 8 * (1 + n % 2)), seed=n) for n in range(8)]
+    with create_backend("openvino", tiny, threads=1) as backend:
+        expected = [backend.infer({"image": x})["logits"] for x in inputs]
+        results: dict[int, np.ndarray] = {}
+
+        def work(n):
+            results[n] = backend.infer({"image": inputs[n]})["logits"]
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for n, want in enumerate(expected):
+        np.testing.assert_array_equal(results[n], want)
+
+
+@needs_openvino
+def test_odd_shape_that_cannot_compile_is_a_one_line_exit_6(tiny):
+    with create_backend("openvino", tiny, threads=1) as backend:
+        with pytest.raises(BackendUnavailable, match=r"cannot compile it for input shape \[1, 2, 8, 8, 8\]") as err:
+            backend.infer({"image": np.zeros((1, 2, 8, 8, 8), np.float32)})  # the model takes 1 channel
+    assert err.value.exit_code == 6 and "\n" not in str(err.value)
+
+
+def test_missing_openvino_says_what_to_install(tiny, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    with pytest.raises(BackendUnavailable, match=r"pip install 'kitsrt\[openvino\]'") as err:
+        create_backend("openvino", tiny).load()
+    assert err.value.exit_code == 6
+
+
+def test_bf16_is_refused_on_backends_without_runtime_precisions(tiny):
+    with pytest.raises(BackendUnavailable, match="only openvino offers"):
+        create_backend("onnxruntime", tiny, runtime_precision="bf16")
+
+
+@needs_openvino
+def test_bf16_is_refused_on_a_cpu_without_it(tiny, monkeypatch):
+    from kitsrt.engines import openvino_backend
+
+    monkeypatch.setattr(openvino_backend, "cpu_supports_bf16", lambda core: False)
+    with pytest.raises(BackendUnavailable, match="no native BF16") as err:
+        create_backend("openvino", tiny, runtime_precision="bf16").load()
+    assert err.value.exit_code == 6
+
+
+@pytest.fixture(scope="module")
+def phantom_voi(small_case):
+    """The fine net's input for the first kidney VOI of the small phantom, cut by the runtime itself."""
+    from kitsrt.calibration.dataset import Source, stage_inputs
+
+    package = load_package()
+    with create_backend("onnxruntime", str(package.model_path(package.spec.coarse)), threads=1) as coarse:
+        inputs = stage_inputs(Source("small", small_case[1], None, "small"), package, coarse)
+    return inputs["fine"][0][None, None]
+
+
+@needs_openvino
+@pytest.mark.parametrize("variant, runtime_precision, min_agreement", [
+    ("", "fp32", 1.0), ("int8", "fp32", 0.99), ("", "bf16", 0.99)])
+def test_demo_fine_net_precisions_follow_onnxruntime(phantom_voi, variant, runtime_precision, min_agreement):
+    """The shipped demo fine net on a phantom's kidney VOI: OpenVINO FP32 is onnxruntime FP32 up to float rounding;
+    the INT8 Q/DQ file and BF16 inference keep the argmax of onnxruntime on the same file."""
+    from kitsrt.engines.openvino_backend import cpu_supports_bf16, require_openvino
+
+    if runtime_precision == "bf16" and not cpu_supports_bf16(require_openvino().Core()):
+        pytest.skip("this CPU has no native BF16")
+    fine = load_package().model_path(load_package().spec.fine)
+    path = str(fine if not variant else fine.with_name(f"{fine.stem}.{variant}.onnx"))
+    x = phantom_voi
+    with create_backend("onnxruntime", path, threads=1) as ort, \
+            create_backend("openvino", path, threads=1, runtime_precision=runtime_precision) as ov:
+        want, got = ort.infer({"image": x})["logits"], ov.infer({"image": x})["logits"]
+    assert np.bincount(want.argmax(1).ravel(), minlength=3).min() > 100  # kidney and tumor are there to agree on
+    agreement = float((want.argmax(1) == got.argmax(1)).mean())
+    assert agreement >= min_agreement
+    if min_agreement == 1.0:
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
