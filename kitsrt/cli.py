@@ -53,7 +53,10 @@ def _triple(text: str, what: str, cast=float) -> tuple:
 @_user_errors
 def phantom(
     label: Optional[Path] = typer.Argument(None, help="Label map (0 background, 1 kidney, 2 tumor) to build the CT around."),
-    output: Path = typer.Option(..., "-o", "--output", help="Synthetic CT to write (.nii.gz, .nrrd, .mha)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Synthetic CT to write (.nii.gz, .nrrd, .mha), or a "
+                                                            "folder with --format dicom."),
+    output_format: str = typer.Option("image", "--format", help="image (by the output's suffix) or dicom "
+                                                                "(a CT series folder; needs the dicom extra)."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same phantom."),
     procedural: bool = typer.Option(False, help="Draw random kidneys and tumors instead of reading LABEL."),
     size: str = typer.Option("256,256,96", help="Procedural grid size i,j,k (voxels)."),
@@ -69,7 +72,12 @@ def phantom(
     from kitsrt.io import check_output_path, read_label_map, write_image, write_label_map
     from kitsrt.phantom import procedural_label_map, synthesize_ct
 
-    check_output_path(output, overwrite)
+    if output_format not in ("image", "dicom"):
+        raise InputError(f"--format {output_format!r}: expected image or dicom")
+    if output_format == "dicom":
+        _check_dicom_folder_output(output, overwrite)
+    else:
+        check_output_path(output, overwrite)
     if procedural == (label is not None):
         raise InputError("give a LABEL map or --procedural, not both and not neither")
     if label_out is not None:
@@ -79,12 +87,27 @@ def phantom(
     labels = (procedural_label_map(_triple(size, "size", int), _triple(spacing, "spacing"), seed)
               if procedural else read_label_map(label))
     ct = synthesize_ct(labels, seed)
-    write_image(ct.image, output, overwrite)
+    if output_format == "dicom":
+        from kitsrt.io.dicom_series import write_ct_series
+
+        write_ct_series(ct, output, overwrite, patient_name=f"KITSRT^PHANTOM {seed}")
+    else:
+        write_image(ct.image, output, overwrite)
     if label_out is not None:
         write_label_map(labels.array, labels.geometry, label_out, overwrite)
     if preview is not None:
         _write_phantom_preview(ct, labels, preview, overwrite)
     err.print(f"wrote {output} ({'x'.join(map(str, ct.geometry.size))} voxels, seed {seed})")
+
+
+def _check_dicom_folder_output(folder: Path, overwrite: bool) -> None:
+    from kitsrt.io.dicom_series import require_pydicom
+
+    require_pydicom()
+    if folder.exists() and not overwrite:
+        raise InputError(f"{folder}: output already exists; pass --overwrite to replace it")
+    if not folder.parent.exists():
+        raise InputError(f"{folder.parent}: output folder does not exist")
 
 
 def _write_phantom_preview(ct, labels, path: Path, overwrite: bool) -> None:
@@ -156,6 +179,9 @@ def infer(
     precision: str = typer.Option("fp32", "--precision", help="fp32, or a variant made by `kitsrt quantize` (fp16, int8)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the report JSON here (batch: the summary)."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Write a PNG of slices through each tumor (one scan)."),
+    output_format: str = typer.Option("image", "--format", help="image (NIfTI/NRRD/MHA by the output's suffix) or "
+                                                                "dicom-seg (a DICOM SEG referencing the input "
+                                                                "series; one DICOM folder; dicom extra)."),
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ):
@@ -163,20 +189,27 @@ def infer(
     input's exact grid. Exit code 3 (with an empty map written) when no kidney is found.
 
     Example: kitsrt infer scan.nii.gz -o seg.nii.gz --report report.json --preview preview.png
+    Example: kitsrt infer series_folder/ --format dicom-seg -o seg.dcm
     """
-    from kitsrt.io import check_output_path
+    from kitsrt.io import OUTPUT_SUFFIXES, check_output_path
     from kitsrt.runtime.batch import list_scans, write_outputs
-    from kitsrt.runtime.segmenter import Segmenter
+    from kitsrt.runtime.segmenter import Result, Segmenter
 
+    if output_format not in ("image", "dicom-seg"):
+        raise InputError(f"--format {output_format!r}: expected image or dicom-seg")
     paths = list_scans(scans)
     if not paths:
         raise InputError(f"{', '.join(map(str, scans))}: no scans found")
     single = len(paths) == 1 and not scans[0].is_dir() or (len(scans) == 1 and _is_dicom_folder(scans[0]))
+    dicom_seg = output_format == "dicom-seg"
+    if dicom_seg and not (single and paths[0].is_dir()):
+        raise InputError("--format dicom-seg: give one DICOM series folder (a SEG references its source series)")
     if single:
         from kitsrt.evaluate import case_name
 
-        target = output or paths[0].parent / f"{case_name(paths[0])}_seg.nii.gz"
-        check_output_path(target, overwrite)
+        suffix = ".dcm" if dicom_seg else ".nii.gz"
+        target = output or paths[0].parent / f"{case_name(paths[0])}_seg{suffix}"
+        check_output_path(target, overwrite, (".dcm",) if dicom_seg else OUTPUT_SUFFIXES)
         if report is not None:
             check_output_path(report, overwrite, (".json",))
         if preview is not None:
@@ -185,8 +218,9 @@ def infer(
         raise InputError("several scans: give an output folder with -o")
     with Segmenter.load(model, backend=backend, threads=threads, precision=precision) as segmenter:
         if single:
+            write_labels = _seg_writer(paths[0], segmenter) if dicom_seg else Result.write
             result = segmenter.segment(paths[0])
-            write_outputs(result, paths[0], target, report, preview, overwrite)
+            write_outputs(result, paths[0], target, report, preview, overwrite, write_labels)
             _print_result(paths[0], target, result, quiet)
             if not result.kidney_found:
                 raise NoKidneyFound(f"{paths[0]}: no kidney found; wrote an empty label map to {target}")
@@ -200,6 +234,16 @@ def infer(
         raise InputError(f"{len(failed)} of {len(summaries)} scan(s) could not be read, e.g. {failed[0]['error']}")
     if any(not s["kidney_found"] for s in summaries):
         raise NoKidneyFound("no kidney found in: " + ", ".join(s["case"] for s in summaries if not s["kidney_found"]))
+
+
+def _seg_writer(series_folder: Path, segmenter):
+    """write_labels for write_outputs: the result as a DICOM SEG referencing ``series_folder``."""
+    from kitsrt.io.dicom_seg import require_highdicom
+    from kitsrt.runtime.dicom_output import seg_algorithm, write_result_seg
+
+    require_highdicom()
+    algorithm = seg_algorithm(segmenter.package)
+    return lambda result, path, overwrite: write_result_seg(result, series_folder, path, algorithm, overwrite)
 
 
 def _is_dicom_folder(path: Path) -> bool:

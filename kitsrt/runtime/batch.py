@@ -67,11 +67,12 @@ def preview_centers(result: Result) -> list:
 
 
 def write_outputs(result: Result, scan, output: Path, report: Path | None, preview: Path | None,
-                  overwrite: bool) -> None:
-    """Write the label map (its write time goes into the report), then the report and the preview.
-    ``scan`` (a Scan or its path) is only needed for the preview."""
+                  overwrite: bool, write_labels: Callable[[Result, Path, bool], object] = Result.write) -> None:
+    """Write the label map with ``write_labels`` (default: an image file; its write time goes into
+    the report), then the report and the preview. ``scan`` (a Scan or its path) is only needed for
+    the preview."""
     start = time.perf_counter()
-    result.write(output, overwrite)
+    write_labels(result, output, overwrite)
     result.report["timings_s"]["write"] = round(time.perf_counter() - start, 4)
     if report is not None:
         write_text_atomic(json.dumps(result.report, indent=2) + "\n", report, overwrite)
