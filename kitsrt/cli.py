@@ -169,71 +169,70 @@ def evaluate(
 @app.command()
 @_user_errors
 def infer(
-    scans: list[Path] = typer.Argument(..., help="CT scan(s): NIfTI/NRRD/MHA files, DICOM folders, or a folder of scans."),
+    scans: list[Path] = typer.Argument(..., help="CT scan(s): NIfTI/NRRD/MHA files, DICOM series folders (any file "
+                                                 "names), or a folder of scans."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          help="Label map to write (one scan; default SCAN_seg.nii.gz beside it), "
-                                               "or the output folder (batch)."),
+                                          help="Label map to write (one scan; default SCAN_seg.nii.gz beside it, "
+                                               "SERIES_seg.nrrd for DICOM), or the output folder (batch)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model package folder (default: the bundled demo)."),
     backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime, openvino (the openvino extra), onnxruntime-cuda, torch or torch-cuda."),
     threads: int = typer.Option(0, "--threads", help="Threads per network (0: the backend's default)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, or a variant made by `kitsrt quantize` (fp16, int8)."),
+    series: Optional[str] = typer.Option(None, "--series", help="DICOM folder with several series: the Series "
+                                                                "Instance UID to read (default: the best-fitting CT series)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the report JSON here (batch: the summary)."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Write a PNG of slices through each tumor (one scan)."),
     output_format: str = typer.Option("image", "--format", help="image (NIfTI/NRRD/MHA by the output's suffix) or "
                                                                 "dicom-seg (a DICOM SEG referencing the input "
                                                                 "series; one DICOM folder; dicom extra)."),
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (batch: redo finished cases)."),
 ):
     """Segment kidneys and tumors with the coarse-to-fine cascade; the label map is written on the
-    input's exact grid. Exit code 3 (with an empty map written) when no kidney is found.
+    input's exact grid. Exit code 3 (with an empty map written) when no kidney is found. A batch
+    skips cases whose outputs exist (resume) and records a failing case and goes on.
 
     Example: kitsrt infer scan.nii.gz -o seg.nii.gz --report report.json --preview preview.png
     Example: kitsrt infer series_folder/ --format dicom-seg -o seg.dcm
     """
     from kitsrt.io import OUTPUT_SUFFIXES, check_output_path
-    from kitsrt.runtime.batch import list_scans, write_outputs
+    from kitsrt.runtime.batch import default_output, is_single_scan, list_scans, plan_batch
     from kitsrt.runtime.segmenter import Result, Segmenter
 
     if output_format not in ("image", "dicom-seg"):
         raise InputError(f"--format {output_format!r}: expected image or dicom-seg")
     paths = list_scans(scans)
-    if not paths:
-        raise InputError(f"{', '.join(map(str, scans))}: no scans found")
-    single = len(paths) == 1 and not scans[0].is_dir() or (len(scans) == 1 and _is_dicom_folder(scans[0]))
+    single = is_single_scan(scans)
     dicom_seg = output_format == "dicom-seg"
     if dicom_seg and not (single and paths[0].is_dir()):
         raise InputError("--format dicom-seg: give one DICOM series folder (a SEG references its source series)")
+    if report is not None:
+        check_output_path(report, overwrite, (".json",))
     if single:
-        from kitsrt.evaluate import case_name
-
-        suffix = ".dcm" if dicom_seg else ".nii.gz"
-        target = output or paths[0].parent / f"{case_name(paths[0])}_seg{suffix}"
+        target = output or (paths[0].parent / f"{paths[0].name}_seg.dcm" if dicom_seg else default_output(paths[0]))
         check_output_path(target, overwrite, (".dcm",) if dicom_seg else OUTPUT_SUFFIXES)
-        if report is not None:
-            check_output_path(report, overwrite, (".json",))
         if preview is not None:
             check_output_path(preview, overwrite, (".png",))
-    elif output is None:
-        raise InputError("several scans: give an output folder with -o")
+    else:
+        if output is None:
+            raise InputError(f"{len(paths)} scans: give an output folder with -o")
+        if series is not None or preview is not None:
+            raise InputError("--series and --preview apply to one scan; run that scan on its own")
+        cases = plan_batch(paths, output)
     with Segmenter.load(model, backend=backend, threads=threads, precision=precision) as segmenter:
         if single:
             write_labels = _seg_writer(paths[0], segmenter) if dicom_seg else Result.write
-            result = segmenter.segment(paths[0])
-            write_outputs(result, paths[0], target, report, preview, overwrite, write_labels)
-            _print_result(paths[0], target, result, quiet)
-            if not result.kidney_found:
-                raise NoKidneyFound(f"{paths[0]}: no kidney found; wrote an empty label map to {target}")
+            _infer_one(segmenter, paths[0], series, target, report, preview, overwrite, quiet, write_labels)
             return
-        output.mkdir(parents=True, exist_ok=True)
-        summaries = _run_batch_with_progress(segmenter, paths, output, overwrite, quiet)
+        summaries = _run_batch_with_progress(segmenter, cases, overwrite, quiet)
     if report is not None:
         write_text_atomic_json(summaries, report, overwrite)
-    failed = [s for s in summaries if "error" in s]
+    failed = [s for s in summaries if s["status"] == "failed"]
     if failed:
-        raise InputError(f"{len(failed)} of {len(summaries)} scan(s) could not be read, e.g. {failed[0]['error']}")
-    if any(not s["kidney_found"] for s in summaries):
-        raise NoKidneyFound("no kidney found in: " + ", ".join(s["case"] for s in summaries if not s["kidney_found"]))
+        raise InputError(f"{len(failed)} of {len(summaries)} scan(s) failed (the others ran), e.g. {failed[0]['error']}")
+    if any(not s["kidney_found"] for s in summaries if s["status"] == "done"):
+        raise NoKidneyFound("no kidney found in: " + ", ".join(
+            s["case"] for s in summaries if s["status"] == "done" and not s["kidney_found"]))
 
 
 def _seg_writer(series_folder: Path, segmenter):
@@ -246,8 +245,22 @@ def _seg_writer(series_folder: Path, segmenter):
     return lambda result, path, overwrite: write_result_seg(result, series_folder, path, algorithm, overwrite)
 
 
-def _is_dicom_folder(path: Path) -> bool:
-    return path.is_dir() and any(path.glob("*.dcm"))
+def _infer_one(segmenter, path: Path, series, target: Path, report, preview, overwrite: bool, quiet: bool,
+               write_labels) -> None:
+    import time
+
+    from kitsrt.io import read_scan
+    from kitsrt.runtime.batch import write_outputs
+
+    start = time.perf_counter()
+    scan = read_scan(path, series)
+    read_s = time.perf_counter() - start
+    result = segmenter.segment(scan)
+    result.report["timings_s"] = {"read": round(read_s, 4), **result.report["timings_s"]}
+    write_outputs(result, scan, target, report, preview, overwrite, write_labels)
+    _print_result(path, target, result, quiet)
+    if not result.kidney_found:
+        raise NoKidneyFound(f"{path}: no kidney found; wrote an empty label map to {target}")
 
 
 def write_text_atomic_json(data, path: Path, overwrite: bool) -> None:
@@ -259,6 +272,8 @@ def write_text_atomic_json(data, path: Path, overwrite: bool) -> None:
 
 
 def _print_result(path: Path, target: Path, result, quiet: bool) -> None:
+    for warning in result.report.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {escape(warning['message'])}", soft_wrap=True)
     if quiet:
         return
     totals, timings = result.report["totals"], result.report["timings_s"]
@@ -268,20 +283,24 @@ def _print_result(path: Path, target: Path, result, quiet: bool) -> None:
               f"in {sum(timings.values()):.1f} s ({result.report['backend']})"))
 
 
-def _run_batch_with_progress(segmenter, paths, output, overwrite, quiet):
+def _run_batch_with_progress(segmenter, cases, overwrite, quiet):
     from rich.progress import Progress
 
     from kitsrt.runtime.batch import run_batch
 
     with Progress(console=err, disable=quiet) as bar:
-        task = bar.add_task("segmenting", total=len(paths))
+        task = bar.add_task("segmenting", total=len(cases))
 
-        def done(path, result):
+        def done(case, entry):
             bar.advance(task)
-            if isinstance(result, Exception):
-                err.print(f"[red]skipped[/] {escape(str(result))}")
+            if entry["status"] == "failed":
+                err.print(f"[red]failed[/] {escape(case.name)}: {escape(entry['error'])}", soft_wrap=True)
+            elif entry["status"] == "skipped":
+                err.print(f"skipped {escape(case.name)}: {entry['reason']}")
+            elif entry.get("warnings"):
+                err.print(f"[yellow]warnings[/] {escape(case.name)}: {', '.join(entry['warnings'])}")
 
-        return run_batch(segmenter, paths, output, overwrite, done)
+        return run_batch(segmenter, cases, overwrite, done)
 
 
 @app.command()

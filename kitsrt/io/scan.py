@@ -24,11 +24,19 @@ import numpy as np
 import SimpleITK as sitk
 
 from kitsrt.errors import InputError
+from kitsrt.io.dicom import DicomInfo, read_dicom_series
 from kitsrt.io.integrity import nifti_is_truncated
 
 SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 # Single-file formats only, so that one rename makes the output appear whole.
 OUTPUT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
+# NIfTI stores origin, spacing and the direction quaternion as float32; NRRD and MetaImage as text
+# with full double precision, so only they can hold any input's geometry exactly.
+LOSSY_GEOMETRY_SUFFIXES = (".nii", ".nii.gz")
+# ITK's defaults (itk::ImageToImageFilter): origins and spacings must agree within 1e-6 x the first
+# spacing, direction cosines within 1e-6, or ITK refuses to combine two images.
+ITK_COORDINATE_TOLERANCE = 1e-6
+ITK_DIRECTION_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ class Scan:
 
     image: sitk.Image
     source: str = ""
+    dicom: DicomInfo | None = None  # identifiers of the DICOM series it was read from
 
     @classmethod
     def from_array(cls, array: np.ndarray, geometry: Geometry, source: str = "") -> Scan:
@@ -142,21 +151,9 @@ def _check_volume(dimension: int, components: int, size: tuple[int, ...], path: 
         raise InputError(f"{path}: image size {tuple(size)} is a single slice; kitsrt needs a 3-D volume")
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series_ids:
-        raise InputError(f"{folder}: folder holds no DICOM series; give a DICOM folder or an image file "
-                         f"({', '.join(SUPPORTED_SUFFIXES)})")
-    if len(series_ids) > 1:
-        raise InputError(f"{folder}: folder holds {len(series_ids)} DICOM series; put one series per folder")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    return reader.Execute()
-
-
-def read_scan(path: str | os.PathLike) -> Scan:
-    """Read a NIfTI, NRRD or MetaImage file, or a folder holding one DICOM series.
+def read_scan(path: str | os.PathLike, series_uid: str | None = None) -> Scan:
+    """Read a NIfTI, NRRD or MetaImage file, or a DICOM series from a folder (found by content; with
+    several series, the best-fitting CT series or ``series_uid``: see ``kitsrt.io.dicom``).
 
     Raises InputError, naming the file and the problem, for anything that is not a readable 3-D
     scalar volume. The header is checked before the voxels are read.
@@ -164,9 +161,10 @@ def read_scan(path: str | os.PathLike) -> Scan:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
+    dicom = None
     try:
         if path.is_dir():
-            image = _read_dicom_series(path)
+            image, dicom = read_dicom_series(path, series_uid)
         else:
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(path))
@@ -183,7 +181,7 @@ def read_scan(path: str | os.PathLike) -> Scan:
         raise InputError(f"{path}: cannot read it as an image (truncated, corrupt or unsupported format): "
                          f"{detail.strip()[:200]}") from None
     _check_volume(image.GetDimension(), image.GetNumberOfComponentsPerPixel(), image.GetSize(), path)
-    return Scan(image, source=str(path))
+    return Scan(image, source=str(path), dicom=dicom)
 
 
 LABEL_VALUES = (0, 1, 2)  # background, kidney, tumor
@@ -205,6 +203,63 @@ def read_label_map(path: str | os.PathLike) -> Scan:
     if scan.image.GetPixelID() == sitk.sitkUInt8:
         return scan
     return Scan(sitk.Cast(scan.image, sitk.sitkUInt8), source=scan.source)
+
+
+@dataclass(frozen=True)
+class GeometryDrift:
+    """How far a written file's grid lies from the intended one: the largest absolute difference of
+    origin (mm), spacing (mm) and direction cosines, and ITK's tolerance for that grid."""
+
+    origin_mm: float
+    spacing_mm: float
+    direction: float
+    tolerance_mm: float
+
+    @property
+    def within_itk_tolerance(self) -> bool:
+        return (max(self.origin_mm, self.spacing_mm) <= self.tolerance_mm
+                and self.direction <= ITK_DIRECTION_TOLERANCE)
+
+    def as_dict(self) -> dict:
+        return {"origin_error_mm": self.origin_mm, "spacing_error_mm": self.spacing_mm,
+                "direction_error": self.direction, "itk_tolerance_mm": self.tolerance_mm}
+
+
+def geometry_drift(actual: Geometry, expected: Geometry) -> GeometryDrift:
+    """Compare two grids of the same size the way ITK does before combining two images."""
+    if actual.size != expected.size:
+        raise ValueError(f"sizes differ: {actual.size} vs {expected.size}")
+
+    def worst(a, b) -> float:
+        return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+    return GeometryDrift(worst(actual.origin_mm, expected.origin_mm), worst(actual.spacing_mm, expected.spacing_mm),
+                         worst(actual.direction, expected.direction),
+                         abs(ITK_COORDINATE_TOLERANCE * expected.spacing_mm[0]))
+
+
+def read_geometry(path: str | os.PathLike) -> Geometry:
+    """The grid of an image file, from its header only."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return Geometry(tuple(int(s) for s in reader.GetSize()), tuple(reader.GetSpacing()),
+                    tuple(reader.GetOrigin()), tuple(reader.GetDirection()))
+
+
+def check_written_geometry(path: str | os.PathLike, expected: Geometry) -> GeometryDrift:
+    """Read back a written file's header and compare its grid with ``expected``.
+
+    A lossless format (NRRD, MetaImage) must match within ITK's tolerance, or the file is removed and
+    InputError raised; for NIfTI the drift is returned for the caller to report (float32 geometry).
+    """
+    path = Path(path)
+    drift = geometry_drift(read_geometry(path), expected)
+    if not drift.within_itk_tolerance and _suffix(path) not in LOSSY_GEOMETRY_SUFFIXES:
+        path.unlink(missing_ok=True)
+        raise InputError(f"{path}: written grid differs from the input's (origin by {drift.origin_mm:.3g} mm, "
+                         f"direction by {drift.direction:.3g}); removed it. Write .nrrd instead")
+    return drift
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool,
@@ -232,6 +287,8 @@ def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = Fa
         raise InputError(f"{path}: could not write it: {str(exc).strip().splitlines()[-1][:200]}") from None
     finally:
         tmp.unlink(missing_ok=True)
+    if image.GetDimension() == 3:
+        check_written_geometry(path, Geometry.of(image))
     return path
 
 

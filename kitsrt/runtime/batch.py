@@ -1,6 +1,10 @@
-"""Batch inference: models loaded once, the next scan read while the current one is segmented.
+"""Inputs and outputs of `kitsrt infer`: which paths are scans, where each result goes, and the batch
+loop (models loaded once, the next scan read while the current one is segmented).
 
 Concurrency lives here, at the edge, not inside the math: one reader thread prefetches scans.
+Every output path is checked before the first case runs; a case that fails is recorded in the
+summary and the batch goes on; a case whose label map and report both exist is skipped (resume)
+unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -9,45 +13,88 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from kitsrt.errors import InputError
+from kitsrt.errors import InputError, KitsrtError
 from kitsrt.evaluate import case_name
-from kitsrt.io import SUPPORTED_SUFFIXES, Scan, check_output_path, read_scan, write_text_atomic
+from kitsrt.io import (
+    LOSSY_GEOMETRY_SUFFIXES,
+    OUTPUT_SUFFIXES,
+    SUPPORTED_SUFFIXES,
+    Scan,
+    check_output_path,
+    check_written_geometry,
+    is_dicom_folder,
+    read_scan,
+    write_text_atomic,
+)
 from kitsrt.io.preview import render_views, volume_center_mm, write_png
 from kitsrt.masks import bounding_box
 from kitsrt.runtime.postprocess import TUMOR, components_by_size
 from kitsrt.runtime.segmenter import Result, Segmenter
 
 
+def _image_files(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
+            and any(p.name.lower().endswith(s) for s in SUPPORTED_SUFFIXES)]
+
+
+def is_single_scan(inputs: list[Path]) -> bool:
+    """One input that is an image file or a folder holding a DICOM series (found by content, not by
+    suffix), and not a folder of image files."""
+    if len(inputs) != 1:
+        return False
+    item = inputs[0]
+    return item.is_file() or (item.is_dir() and not _image_files(item) and is_dicom_folder(item))
+
+
 def list_scans(inputs: list[Path]) -> list[Path]:
-    """Expand folders into the image files (or DICOM sub-folders) they hold, in name order."""
+    """Expand the inputs into scans, in name order: a file is a scan; a folder gives its image files,
+    else itself when it holds a DICOM series, else its sub-folders that hold one."""
     scans = []
     for item in inputs:
         if not item.exists():
             raise InputError(f"{item}: no such file or folder")
-        files = [p for p in sorted(item.iterdir()) if p.is_file() and any(
-            p.name.lower().endswith(s) for s in SUPPORTED_SUFFIXES)] if item.is_dir() else []
-        if item.is_dir() and not files and not any(item.glob("*.dcm")):
-            files = [p for p in sorted(item.iterdir()) if p.is_dir()]
-        scans += files if item.is_dir() and files else [item]
+        if item.is_file():
+            scans.append(item)
+            continue
+        found = _image_files(item) or ([item] if is_dicom_folder(item) else
+                                       [p for p in sorted(item.iterdir()) if p.is_dir() and is_dicom_folder(p)])
+        if not found:
+            raise InputError(f"{item}: folder holds no image: no {', '.join(SUPPORTED_SUFFIXES)} file and no "
+                             "DICOM series, in it or in its sub-folders; give a scan file or a DICOM series folder")
+        scans += found
     return scans
 
 
-def prefetched(paths: list[Path]) -> Iterator[tuple[Path, object]]:
-    """Yield (path, Scan or the InputError raised reading it), reading one scan ahead."""
-    def read(path):
-        try:
-            return read_scan(path)
-        except InputError as exc:
-            return exc
+def default_suffix(scan_path: Path) -> str:
+    """DICOM input gets a lossless output format (NRRD holds its geometry exactly; NIfTI's float32
+    origin cannot), other input the NIfTI that most tools read."""
+    return ".nrrd" if scan_path.is_dir() else ".nii.gz"
 
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = reader.submit(read, paths[0]) if paths else None
-        for i, path in enumerate(paths):
-            scan = pending.result()
-            pending = reader.submit(read, paths[i + 1]) if i + 1 < len(paths) else None
-            yield path, scan
+
+def default_output(scan_path: Path) -> Path:
+    return scan_path.parent / f"{case_name(scan_path)}_seg{default_suffix(scan_path)}"
+
+
+def add_warning(report: dict, code: str, message: str, values: dict | None = None) -> None:
+    report.setdefault("warnings", []).append({"code": code, "message": message, "values": values or {}})
+
+
+def write_label_output(result: Result, output: Path, overwrite: bool) -> None:
+    """Write the label map, check the written grid against the input's, and record the write time.
+    A NIfTI file that cannot hold the input's geometry within ITK's tolerance gets a warning with the
+    size of the error; any other format must be exact (else it is removed and InputError raised)."""
+    start = time.perf_counter()
+    result.write(output, overwrite)
+    drift = check_written_geometry(output, result.geometry)
+    result.report["timings_s"]["write"] = round(time.perf_counter() - start, 4)
+    if not drift.within_itk_tolerance and any(output.name.lower().endswith(s) for s in LOSSY_GEOMETRY_SUFFIXES):
+        add_warning(result.report, "output_geometry_inexact",
+                    f"{output.name}: NIfTI stores the grid as float32, so its origin is off by "
+                    f"{drift.origin_mm:.2g} mm (ITK tolerance {drift.tolerance_mm:.2g} mm) and ITK tools will "
+                    "refuse to combine it with the input; write .nrrd or .mha for an exact grid", drift.as_dict())
 
 
 def preview_centers(result: Result) -> list:
@@ -68,12 +115,15 @@ def preview_centers(result: Result) -> list:
 
 def write_outputs(result: Result, scan, output: Path, report: Path | None, preview: Path | None,
                   overwrite: bool, write_labels: Callable[[Result, Path, bool], object] = Result.write) -> None:
-    """Write the label map with ``write_labels`` (default: an image file; its write time goes into
-    the report), then the report and the preview. ``scan`` (a Scan or its path) is only needed for
-    the preview."""
-    start = time.perf_counter()
-    write_labels(result, output, overwrite)
-    result.report["timings_s"]["write"] = round(time.perf_counter() - start, 4)
+    """Write the label map with ``write_labels`` (default: an image file, its grid checked; its write
+    time goes into the report), then the report and the preview. ``scan`` (a Scan or its path) is
+    only needed for the preview."""
+    if write_labels is Result.write:
+        write_label_output(result, output, overwrite)
+    else:
+        start = time.perf_counter()
+        write_labels(result, output, overwrite)
+        result.report["timings_s"]["write"] = round(time.perf_counter() - start, 4)
     if report is not None:
         write_text_atomic(json.dumps(result.report, indent=2) + "\n", report, overwrite)
     if preview is not None:
@@ -83,20 +133,94 @@ def write_outputs(result: Result, scan, output: Path, report: Path | None, previ
         write_png(render_views(ct, labels, centers), preview, overwrite)
 
 
-def run_batch(segmenter: Segmenter, paths: list[Path], out_dir: Path, overwrite: bool,
-              on_case: Callable[[Path, Result | Exception], None]) -> list[dict]:
-    """Segment every scan into ``out_dir/<case>_seg.nii.gz`` (+ ``_report.json``)."""
+@dataclass(frozen=True)
+class Case:
+    """One scan of a batch and where its results go."""
+
+    name: str
+    scan: Path
+    output: Path
+    report: Path
+
+    @property
+    def done(self) -> bool:
+        """Both outputs exist: a finished earlier run (the report is written last)."""
+        return self.output.exists() and self.report.exists()
+
+
+def plan_batch(paths: list[Path], out_dir: Path) -> list[Case]:
+    """Each scan's outputs in ``out_dir``, all checked before the first case runs: ``out_dir`` is a
+    folder (created if missing), no two scans share a case name, every path is writable. A case whose
+    label map exists without its report (or the reverse) is an unfinished earlier run: it runs again
+    and replaces both."""
+    if any(out_dir.name.lower().endswith(s) for s in OUTPUT_SUFFIXES):
+        raise InputError(f"-o {out_dir}: {len(paths)} scans need an output folder, not a file name")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"-o {out_dir}: exists and is not a folder; several scans need an output folder")
+    if not out_dir.parent.exists():
+        raise InputError(f"{out_dir.parent}: folder does not exist; create it or choose another output folder")
+    cases, seen = [], {}
+    for path in paths:
+        name = case_name(path)
+        if name in seen:
+            raise InputError(f"{seen[name]} and {path}: both give case name {name!r}, so their outputs would "
+                             "collide; rename one or run them separately")
+        seen[name] = path
+        cases.append(Case(name, path, out_dir / f"{name}_seg{default_suffix(path)}", out_dir / f"{name}_report.json"))
+    out_dir.mkdir(exist_ok=True)
+    for case in cases:
+        check_output_path(case.report, True, (".json",))
+        check_output_path(case.output, True)
+    return cases
+
+
+def prefetched(paths: list[Path]) -> Iterator[tuple[Path, object]]:
+    """Yield (path, Scan or the KitsrtError raised reading it), reading one scan ahead."""
+    def read(path):
+        try:
+            return read_scan(path)
+        except KitsrtError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(read, paths[0]) if paths else None
+        for i, path in enumerate(paths):
+            scan = pending.result()
+            pending = reader.submit(read, paths[i + 1]) if i + 1 < len(paths) else None
+            yield path, scan
+
+
+def run_case(segmenter: Segmenter, case: Case, scan: Scan) -> dict:
+    """Segment one scan and write (or replace) its outputs; the summary entry of a finished case."""
+    result = segmenter.segment(scan)
+    write_label_output(result, case.output, overwrite=True)
+    write_text_atomic(json.dumps(result.report, indent=2) + "\n", case.report, overwrite=True)
+    return {"status": "done", "output": str(case.output), "report": str(case.report),
+            "kidney_found": result.kidney_found, **result.report["totals"],
+            "warnings": [w["code"] for w in result.report.get("warnings", [])]}
+
+
+def run_batch(segmenter: Segmenter, cases: list[Case], overwrite: bool,
+              on_case: Callable[[Case, dict], None]) -> list[dict]:
+    """Run every case of a plan: skip finished ones (unless ``overwrite``), record a failing case
+    (unreadable, not CT, write error) with its one-line error and go on. One summary entry per case."""
     summaries = []
-    for path, scan in prefetched(paths):
-        case = case_name(path)
-        if isinstance(scan, Exception):
-            summaries.append({"case": case, "input": str(path), "error": str(scan)})
-            on_case(path, scan)
-            continue
-        output = check_output_path(out_dir / f"{case}_seg.nii.gz", overwrite)
-        result = segmenter.segment(scan)
-        write_outputs(result, scan, output, out_dir / f"{case}_report.json", None, overwrite)
-        summaries.append({"case": case, "input": str(path), "output": str(output),
-                          "kidney_found": result.kidney_found, **result.report["totals"]})
-        on_case(path, result)
-    return summaries
+    todo = [c for c in cases if overwrite or not c.done]
+    for case in cases:
+        if case not in todo:
+            summaries.append({"case": case.name, "input": str(case.scan), "status": "skipped",
+                              "reason": "outputs exist from an earlier run; pass --overwrite to redo"})
+            on_case(case, summaries[-1])
+    for path, scan in prefetched([c.scan for c in todo]):
+        case = next(c for c in todo if c.scan == path)
+        entry = {"case": case.name, "input": str(path)}
+        try:
+            if isinstance(scan, KitsrtError):
+                raise scan
+            entry.update(run_case(segmenter, case, scan))
+        except KitsrtError as exc:
+            entry.update({"status": "failed", "error": str(exc), "exit_code": exc.exit_code})
+        summaries.append(entry)
+        on_case(case, entry)
+    order = {c.name: i for i, c in enumerate(cases)}
+    return sorted(summaries, key=lambda s: order[s["case"]])

@@ -78,19 +78,48 @@ def resample_onto(image: sitk.Image, grid: Geometry, interpolator, default: floa
     return resampler.Execute(image)
 
 
-def _shrink_factors(image: sitk.Image, spacing_mm: float) -> list[int]:
-    return [max(int(spacing_mm / s), 1) for s in image.GetSpacing()]
+def symmetric_blocks(size: int, factor: int) -> tuple[int, int]:
+    """(block size, voxels dropped at *each* end) to average one axis of ``size`` voxels in blocks of
+    about ``factor``, laid out symmetrically about the axis's middle.
+
+    ``BinShrink`` starts its blocks at index 0 and drops the leftover voxels at the far end, so which
+    end loses data depends on the index direction, and a flipped file gives another result. Dropping
+    the same number at both ends needs an even leftover: with an odd leftover and an odd block, one
+    more block is dropped (odd + odd is even); an even block with an odd leftover becomes odd (one
+    voxel smaller, or 3 instead of 2). Example: 57 voxels, factor 4 -> leftover 1 is odd -> block 3,
+    leftover 0 -> (3, 0).
+    """
+    for block in (factor,) if factor % 2 else (factor, 3 if factor == 2 else factor - 1):
+        leftover = size % block
+        if leftover % 2 == 0 and size - leftover >= block:
+            return block, leftover // 2
+        if block % 2 and size - leftover - block >= block:
+            return block, (leftover + block) // 2
+    return 1, 0
+
+
+def block_average(image: sitk.Image, spacing_mm: float) -> sitk.Image:
+    """Average voxels in integer blocks about ``spacing_mm`` wide (a box anti-aliasing filter before
+    resampling onto a coarser grid), laid out symmetrically on every axis (``symmetric_blocks``), so
+    the result does not depend on the file's index directions. Returns ``image`` itself when no axis
+    is coarsened."""
+    plans = [symmetric_blocks(n, max(int(spacing_mm / s), 1)) for n, s in zip(image.GetSize(), image.GetSpacing())]
+    blocks, crops = [p[0] for p in plans], [p[1] for p in plans]
+    if max(blocks) == 1:
+        return image
+    source = sitk.Crop(image, crops, crops) if max(crops) > 0 else image
+    return sitk.BinShrink(source, blocks)
 
 
 def resample_image(image: sitk.Image, grid: Geometry, default_hu: float = AIR_HU,
                    anti_alias: bool = True) -> np.ndarray:
     """Resample a CT onto ``grid`` (linear) as float32 (z, y, x).
 
-    When the grid is much coarser than the scan, voxels are first averaged in integer blocks
-    (``BinShrink``): a cheap box anti-aliasing filter that also shrinks the data the resampler reads.
+    When the grid is much coarser than the scan, voxels are first averaged in symmetric integer
+    blocks (``block_average``): a cheap box anti-aliasing filter that also shrinks the data the
+    resampler reads.
     """
-    factors = _shrink_factors(image, grid.spacing_mm[0]) if anti_alias else [1, 1, 1]
-    source = sitk.BinShrink(image, factors) if max(factors) > 1 else image
+    source = block_average(image, grid.spacing_mm[0]) if anti_alias else image
     return sitk.GetArrayFromImage(resample_onto(source, grid, sitk.sitkLinear, default_hu, sitk.sitkFloat32))
 
 

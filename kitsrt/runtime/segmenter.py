@@ -128,4 +128,6 @@ class Segmenter:
             labels = paste(vois, scan.geometry)
         report = build_report(scan.source, scan.geometry, vois, coarse.body_mid_x_mm, timings.as_dict(),
                               self.backend_name, self.package)
+        if scan.dicom is not None:
+            report["dicom"] = scan.dicom.as_dict()
         return Result(labels, scan.geometry, report, tuple(v.box for v in vois))
