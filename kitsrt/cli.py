@@ -182,9 +182,10 @@ def infer(
                                                                 "Instance UID to read (default: the best-fitting CT series)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the report JSON here (batch: the summary)."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Write a PNG of slices through each tumor (one scan)."),
-    output_format: str = typer.Option("image", "--format", help="image (NIfTI/NRRD/MHA by the output's suffix) or "
-                                                                "dicom-seg (a DICOM SEG referencing the input "
-                                                                "series; one DICOM folder; dicom extra)."),
+    output_format: str = typer.Option("auto", "--format", help="auto: a DICOM SEG for one DICOM series (NRRD where "
+                                                               "the dicom extra is missing), else by the -o suffix "
+                                                               "(.dcm: SEG); image: NIfTI/NRRD/MHA by the -o suffix; "
+                                                               "dicom-seg: a DICOM SEG referencing the input series."),
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (batch: redo finished cases)."),
 ):
@@ -199,11 +200,11 @@ def infer(
     from kitsrt.runtime.batch import default_output, is_single_scan, list_scans, plan_batch
     from kitsrt.runtime.segmenter import Result, Segmenter
 
-    if output_format not in ("image", "dicom-seg"):
-        raise InputError(f"--format {output_format!r}: expected image or dicom-seg")
+    if output_format not in ("auto", "image", "dicom-seg"):
+        raise InputError(f"--format {output_format!r}: expected auto, image or dicom-seg")
     paths = list_scans(scans)
     single = is_single_scan(scans)
-    dicom_seg = output_format == "dicom-seg"
+    dicom_seg = _wants_dicom_seg(output_format, single and paths[0].is_dir(), output)
     if dicom_seg and not (single and paths[0].is_dir()):
         raise InputError("--format dicom-seg: give one DICOM series folder (a SEG references its source series)")
     if report is not None:
@@ -233,6 +234,24 @@ def infer(
     if any(not s["kidney_found"] for s in summaries if s["status"] == "done"):
         raise NoKidneyFound("no kidney found in: " + ", ".join(
             s["case"] for s in summaries if s["status"] == "done" and not s["kidney_found"]))
+
+
+def _wants_dicom_seg(output_format: str, one_dicom_series: bool, output: Optional[Path]) -> bool:
+    """Whether to write a DICOM SEG: asked for, or ``auto`` on one DICOM series (unless -o names an
+    image file); ``auto`` falls back to NRRD, saying so, where highdicom is not installed."""
+    if output_format != "auto":
+        return output_format == "dicom-seg"
+    if not one_dicom_series:
+        return False
+    if output is not None:
+        return output.name.lower().endswith(".dcm")
+    try:
+        import highdicom  # noqa: F401
+    except ImportError:
+        err.print(escape("note: writing NRRD; a DICOM SEG output needs the dicom extra: pip install 'kitsrt[dicom]'"),
+                  soft_wrap=True)
+        return False
+    return True
 
 
 def _seg_writer(series_folder: Path, segmenter):

@@ -145,7 +145,7 @@ def phantom_series(tmp_path_factory, small_case):
 def test_infer_on_a_dicom_series_writes_exact_nrrd_and_uids(tmp_path, phantom_series):
     report, preview = tmp_path / "r.json", tmp_path / "p.png"
     result = CliRunner().invoke(app, ["infer", str(phantom_series), "--report", str(report),
-                                      "--preview", str(preview), "--threads", "2"])
+                                      "--preview", str(preview), "--threads", "2", "--format", "image"])
     assert result.exit_code == 0, result.output
     output = phantom_series.parent / "CT_SERIES_seg.nrrd"  # lossless default beside the series folder
     assert output.exists() and preview.exists() and not (phantom_series / "CT_SERIES_seg.nrrd").exists()

@@ -113,7 +113,7 @@ def test_bad_input_is_refused_and_the_node_keeps_serving(tmp_path, ct_series):
         gap, gap_uid = _variant(series, tmp_path / "gap", keep=lambda i, ds: i != 20)
         storescu(gap, node.port)
         failed = node.wait_for("series_failed", series=gap_uid, timeout_s=60)
-        assert "missing slices" in failed[0]["error"]
+        assert "missing slice" in failed[0]["error"]
 
         def tilt(i, ds):
             if i < 3:

@@ -127,17 +127,6 @@ def test_seg_refuses_series_off_the_grid(tmp_path, small_phantom):
         source_instances(folder, shifted)
 
 
-def test_missing_slice_is_refused(tmp_path, small_phantom):
-    folder, _, _ = _series(tmp_path, small_phantom, ORIENTATIONS["coronal"])
-    sorted(folder.iterdir())[5].unlink()
-    from kitsrt.errors import InputError
-    from kitsrt.io.dicom_series import check_series_geometry
-
-    (headers,) = read_series_headers(folder).values()
-    with pytest.raises(InputError, match="missing slices"):
-        check_series_geometry(headers, str(folder))
-
-
 def test_infer_dicom_seg_equals_nrrd_output(tmp_path):
     from kitsrt.cli import app
 
@@ -165,3 +154,21 @@ def test_infer_dicom_seg_equals_nrrd_output(tmp_path):
     assert again.exit_code == 2 and "already exists" in again.output
     nifti_input = runner.invoke(app, ["infer", str(tmp_path / "seg.nrrd"), "--format", "dicom-seg"])
     assert nifti_input.exit_code == 2 and "one DICOM series folder" in nifti_input.output
+
+
+def test_dicom_input_defaults_to_seg_and_falls_back_to_nrrd_without_highdicom(tmp_path, small_phantom,
+                                                                             monkeypatch):
+    from kitsrt.cli import app
+
+    folder, scan, _ = _series(tmp_path, small_phantom, ORIENTATIONS["axial"])
+    runner = CliRunner()
+    result = runner.invoke(app, ["infer", str(folder), "--quiet"])
+    assert result.exit_code in (0, 3), result.output
+    seg = hd.seg.segread(tmp_path / "series_seg.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == next(iter(read_series_headers(folder)))
+
+    monkeypatch.setitem(__import__("sys").modules, "highdicom", None)  # as if the dicom extra were absent
+    result = runner.invoke(app, ["infer", str(folder), "--quiet"])
+    assert result.exit_code in (0, 3), result.output
+    assert "writing NRRD" in result.output and "kitsrt[dicom]" in result.output
+    assert read_label_map(tmp_path / "series_seg.nrrd").geometry == scan.geometry

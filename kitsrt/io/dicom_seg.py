@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from kitsrt.errors import BackendUnavailable, InputError
-from kitsrt.io.dicom_series import check_series_geometry, read_series_headers
+from kitsrt.io.dicom_series import read_series_headers, sorted_along_normal
 from kitsrt.io.scan import Geometry
 
 KIDNEY, TUMOR = 1, 2
@@ -109,15 +109,18 @@ def frames_on_instances(labels: np.ndarray, geometry: Geometry, instances: list)
     return np.stack(frames).astype(np.uint8)
 
 
-def source_instances(series_folder: str | os.PathLike, geometry: Geometry) -> list:
-    """Headers of the series in ``series_folder`` whose slices lie on ``geometry``, sorted along the
-    slice normal. With several series in the folder, the one matching the grid is chosen."""
+def source_instances(series_folder: str | os.PathLike, geometry: Geometry, series_uid: str | None = None) -> list:
+    """Headers of the series in ``series_folder`` (``series_uid``, or the one whose slices lie on
+    ``geometry``), sorted along the slice normal. The series was read and checked by ``read_scan``;
+    this only finds its instances again to reference them."""
     series = read_series_headers(series_folder)
-    if not series:
-        raise InputError(f"{series_folder}: no DICOM image instances found to reference")
+    if series_uid is not None:
+        series = {series_uid: series.get(series_uid, [])}
     matching = []
     for uid, headers in series.items():
-        ordered = check_series_geometry(headers, f"{series_folder} (series {uid})")
+        if not headers:
+            continue
+        ordered = sorted_along_normal(headers)
         try:
             for ds in (ordered[0], ordered[-1]):
                 _pixel_indices(ds, geometry, f"{series_folder}")

@@ -151,32 +151,3 @@ def sorted_along_normal(headers: list) -> list:
     normal = slice_normal(headers[0])
     return sorted(headers, key=lambda ds: (float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)),
                                            int(getattr(ds, "InstanceNumber", 0) or 0)))
-
-
-def check_series_geometry(headers: list, where: str, gap_tolerance: float = 0.5) -> list:
-    """Instances of one series sorted along the normal, after checking they form one volume.
-
-    Raises InputError for mixed orientations or sizes, and for missing slices (a gap more than
-    ``1 + gap_tolerance`` times the median slice distance).
-    """
-    if len(headers) < 2:
-        raise InputError(f"{where}: series has {len(headers)} image instance(s); kitsrt needs a 3-D volume")
-    orientations = {tuple(np.round(np.asarray(ds.ImageOrientationPatient, float), 4)) for ds in headers}
-    if len(orientations) > 1:
-        raise InputError(f"{where}: series mixes {len(orientations)} slice orientations; send one volume per series")
-    shapes = {(int(ds.Rows), int(ds.Columns)) for ds in headers}
-    if len(shapes) > 1:
-        raise InputError(f"{where}: series mixes image sizes {sorted(shapes)}; send one volume per series")
-    ordered = sorted_along_normal(headers)
-    normal = slice_normal(ordered[0])
-    offsets_mm = np.array([np.dot(np.asarray(ds.ImagePositionPatient, float), normal) for ds in ordered])
-    steps_mm = np.diff(offsets_mm)
-    median_mm = float(np.median(steps_mm))
-    if median_mm <= 1e-3:
-        raise InputError(f"{where}: several instances share one slice position; send one volume per series")
-    gaps = np.nonzero(steps_mm > (1.0 + gap_tolerance) * median_mm)[0]
-    if gaps.size:
-        missing = int(round(float(np.sum(steps_mm[gaps] / median_mm - 1))))
-        raise InputError(f"{where}: series has missing slices (about {missing}, first gap after "
-                         f"{offsets_mm[gaps[0]]:.1f} mm along the normal); send the complete series")
-    return ordered

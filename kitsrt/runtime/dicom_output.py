@@ -20,7 +20,8 @@ def seg_algorithm(package: ModelPackage) -> SegAlgorithm:
 
 def seg_of_result(result, series_folder: str | os.PathLike, algorithm: SegAlgorithm):
     """The highdicom Segmentation of a ``Result`` computed from the DICOM series in ``series_folder``."""
-    instances = source_instances(series_folder, result.geometry)
+    series_uid = result.report.get("dicom", {}).get("series_instance_uid")  # the series read_scan chose
+    instances = source_instances(series_folder, result.geometry, series_uid or None)
     return build_seg(result.labels, result.geometry, instances, algorithm)
 
 

@@ -178,14 +178,11 @@ class DicomNode:
                 self.spool.discard(collection)
 
     def _process(self, collection: Collection) -> None:
-        from kitsrt.io.dicom_series import check_series_geometry, read_series_headers
         from kitsrt.runtime.dicom_output import seg_of_result
 
         series = collection.series_uid
         start = time.perf_counter()
         try:
-            headers = read_series_headers(collection.folder).get(series, [])
-            check_series_geometry(headers, f"series {series}")
             result = self.segmenter.segment(collection.folder)
             seg = seg_of_result(result, collection.folder, self.algorithm)
         except KitsrtError as exc:
