@@ -24,7 +24,8 @@ from kitsrt.benchmark import describe_machine
 from kitsrt.io import Scan, read_label_map
 from kitsrt.metrics import score_case
 from kitsrt.phantom import procedural_label_map, synthesize_ct
-from kitsrt.runtime.cascade import crop_grid, fine_stage, paste
+from kitsrt.runtime.kinds.cascade import fine_stage, paste
+from kitsrt.runtime.restore import crop_grid
 from kitsrt.runtime.segmenter import Segmenter
 from kitsrt.runtime.timing import Timings
 from kitsrt.runtime.voi import kidney_boxes
@@ -46,7 +47,7 @@ def fine_only_labels(segmenter: Segmenter, ct: Scan, labels: Scan) -> np.ndarray
     spec = segmenter.package.spec
     boxes = kidney_boxes(labels.array > 0, labels.geometry, spec.roi)
     timings = Timings()
-    return paste([fine_stage(ct, box, spec, segmenter.fine_backend, timings) for box in boxes], ct.geometry)
+    return paste([fine_stage(ct, box, spec, segmenter.backends["fine"], timings) for box in boxes], ct.geometry)
 
 
 def evaluate(case: str, labels: Scan, seed: int, segmenter: Segmenter) -> dict:

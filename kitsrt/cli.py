@@ -413,8 +413,8 @@ def export(
     volume = (coarse_volume(ct, labels, spec, "parity") if stage == "coarse"
               else fine_volumes(ct, labels, spec, "parity")[0]).image
     stage_spec = getattr(spec, stage)
-    card = run_export(loaded, output, {"name": stage, "spacing_mm": stage_spec.spacing_mm,
-                                       "hu_window": stage_spec.hu_window, "provenance": provenance,
+    card = run_export(loaded, output, {"name": stage, "spacing_mm": list(stage_spec.spacing_mm),
+                                       "hu_window": stage_spec.normalization.hu_window, "provenance": provenance,
                                        "disclaimer": DEMO_DISCLAIMER if demo else ""}, volume, overwrite)
     parity = card["parity_vs_torch"]
     err.print(f"wrote {output} and {output.with_suffix('.json')}: parity max |Δlogit| "

@@ -41,7 +41,7 @@ def calibration_set(tmp_path_factory, package):
 
 def test_calibration_set_has_a_manifest_and_runtime_shaped_inputs(calibration_set):
     manifest = load_manifest(calibration_set)
-    assert manifest["stages"]["coarse"]["spacing_mm"] == 6.0 and manifest["stages"]["fine"]["spacing_mm"] == 1.0
+    assert manifest["stages"]["coarse"]["spacing_mm"] == [6.0] * 3 and manifest["stages"]["fine"]["spacing_mm"] == [1.0] * 3
     splits = [e["split"] for e in manifest["sources"]]
     assert splits.count("holdout") == 2 and splits.count("calibration") == 2
     fine = stage_arrays(calibration_set, manifest, "fine", "calibration")

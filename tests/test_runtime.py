@@ -122,8 +122,9 @@ def test_sliding_window_agrees_with_whole_voi(small_case):
     whole = Segmenter.load(threads=1)
     windowed = Segmenter.load(threads=1)
     spec = windowed.package.spec
-    small_budget = replace(spec.fine_policy, max_voxels=1, patch_size=(64, 64, 64))
-    windowed.package = replace(windowed.package, spec=replace(spec, fine_policy=small_budget))
+    small_budget = spec.fine.tiling.model_copy(update={"max_voxels": 1, "patch_size": (64, 64, 64)})
+    fine = spec.fine.model_copy(update={"tiling": small_budget})
+    windowed.package = replace(windowed.package, spec=spec.model_copy(update={"fine": fine}))
     a, b = whole.segment(ct).labels, windowed.segment(ct).labels
     assert ((a > 0) == (b > 0)).mean() > 0.995
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import kits19_label, needs_kits19
 from kitsrt.io import read_label_map
 from kitsrt.phantom import synthesize_ct
-from kitsrt.runtime.cascade import crop_grid
+from kitsrt.runtime.restore import crop_grid
 from kitsrt.runtime.segmenter import Segmenter
 
 

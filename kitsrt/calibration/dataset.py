@@ -24,9 +24,9 @@ import numpy as np
 
 from kitsrt.errors import InputError
 from kitsrt.io import Scan, sha256_of, write_label_map, write_text_atomic
-from kitsrt.runtime.cascade import coarse_stage, find_vois
+from kitsrt.runtime.kinds.cascade import coarse_stage, find_vois
 from kitsrt.runtime.package import ModelPackage
-from kitsrt.runtime.preprocess import canonical_grid, resample_image, window_and_scale
+from kitsrt.runtime.preprocess import canonical_grid, resample_image
 from kitsrt.runtime.timing import Timings
 
 SET_VERSION = 1
@@ -51,8 +51,7 @@ def stage_inputs(source: Source, package: ModelPackage, coarse_backend) -> dict[
     fine_inputs = []
     for box in find_vois(coarse, source.ct, spec):
         grid = canonical_grid(box, spec.fine.spacing_mm, spec.fine.divisibility)
-        fine_inputs.append(window_and_scale(resample_image(source.ct.image, grid, anti_alias=False),
-                                            spec.fine.hu_window))
+        fine_inputs.append(spec.fine.normalization.apply(resample_image(source.ct.image, grid, anti_alias=False)))
     return {"coarse": [coarse.volume], "fine": fine_inputs}
 
 
@@ -93,7 +92,8 @@ def build_set(sources: list[Source], package: ModelPackage, coarse_backend, out:
     manifest = {
         "version": SET_VERSION, "seed": seed, "holdout_fraction": holdout_fraction,
         "pipeline": spec.name, "coarse_sha256": spec.coarse.sha256,
-        "stages": {name: {"spacing_mm": s.spacing_mm, "hu_window": list(s.hu_window), "divisibility": s.divisibility,
+        "stages": {name: {"spacing_mm": list(s.spacing_mm), "normalization": s.normalization.model_dump(mode="json"),
+                          "divisibility": s.divisibility,
                           "count": sum(len(e["files"][name]) for e in entries)}
                    for name, s in (("coarse", spec.coarse), ("fine", spec.fine))},
         "sources": entries,

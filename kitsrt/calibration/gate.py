@@ -17,7 +17,7 @@ from kitsrt.engines import create_backend
 from kitsrt.io import read_label_map
 from kitsrt.metrics import score_case
 from kitsrt.phantom import synthesize_ct
-from kitsrt.runtime.cascade import run_network
+from kitsrt.runtime.inference import run_network
 from kitsrt.runtime.package import ModelPackage
 from kitsrt.runtime.segmenter import Segmenter
 

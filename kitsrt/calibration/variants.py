@@ -27,7 +27,7 @@ from kitsrt.calibration.sensitivity import label_agreement, search_float_nodes
 from kitsrt.engines import create_backend
 from kitsrt.errors import AccuracyGateError, ModelPackageError
 from kitsrt.io import sha256_of, write_text_atomic
-from kitsrt.runtime.cascade import run_network
+from kitsrt.runtime.inference import run_network
 from kitsrt.runtime.package import load_package
 
 STAGES = ("coarse", "fine")

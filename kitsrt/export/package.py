@@ -1,5 +1,6 @@
-"""Write ``pipeline.json`` for a folder holding ``coarse.onnx`` and ``fine.onnx`` with their cards,
-recording each file's SHA-256 and divisibility from the cards. Torch-free.
+"""Write ``pipeline.json`` (version 2, kind cascade) for a folder holding ``coarse.onnx`` and
+``fine.onnx`` with their cards, recording each file's SHA-256, divisibility, spacing and HU window
+from the cards. Torch-free.
 
     python -m kitsrt.export.package kitsrt/models/demo
 """
@@ -8,22 +9,27 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from kitsrt.io import sha256_of, write_text_atomic
-from kitsrt.runtime.pipeline import PipelineSpec, seed002_preset
+from kitsrt.runtime.pipeline import CascadeSpec, NetworkSpec, WindowSymmetric, seed002_preset
 
 
-def package_spec(folder: Path, coarse: str = "coarse.onnx", fine: str = "fine.onnx") -> PipelineSpec:
+def network_from_card(folder: Path, network: NetworkSpec) -> NetworkSpec:
+    """``network`` with the SHA-256 of its file and the preprocessing facts of its card."""
+    card = json.loads((folder / network.model).with_suffix(".json").read_text())
+    return network.model_copy(update={
+        "sha256": sha256_of(folder / network.model),
+        "divisibility": card["input"]["divisibility"],
+        "normalization": WindowSymmetric(hu_window=tuple(card["hu_window"])),
+        "spacing_mm": NetworkSpec.model_validate({**network.model_dump(), "spacing_mm": card["spacing_mm"]}).spacing_mm,
+    })
+
+
+def package_spec(folder: Path, coarse: str = "coarse.onnx", fine: str = "fine.onnx") -> CascadeSpec:
     spec = seed002_preset(coarse, fine)
-    stages = {}
-    for name, stage in (("coarse", spec.coarse), ("fine", spec.fine)):
-        card = json.loads((folder / stage.model).with_suffix(".json").read_text())
-        stages[name] = replace(stage, sha256=sha256_of(folder / stage.model),
-                               divisibility=card["input"]["divisibility"], hu_window=tuple(card["hu_window"]),
-                               spacing_mm=card["spacing_mm"])
-    return replace(spec, **stages)
+    updated = {role: network_from_card(folder, net) for role, net in spec.networks().items()}
+    return CascadeSpec.model_validate({**spec.model_dump(), **{k: v.model_dump() for k, v in updated.items()}})
 
 
 def main(folder: str) -> None:

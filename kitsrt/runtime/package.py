@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kitsrt.errors import ModelPackageError
 from kitsrt.io import sha256_of
-from kitsrt.runtime.pipeline import PipelineSpec, StageSpec
+from kitsrt.runtime.pipeline import CascadeSpec, NestedSpec, NetworkSpec, load_pipeline
 
 
 def demo_package_path() -> Path:
@@ -23,18 +23,28 @@ def demo_package_path() -> Path:
 
 @dataclass(frozen=True)
 class ModelPackage:
+    """A checked package folder and its validated pipeline spec."""
+
     folder: Path
-    spec: PipelineSpec
+    spec: CascadeSpec | NestedSpec
 
-    def model_path(self, stage: StageSpec) -> Path:
-        return self.folder / stage.model
+    def model_path(self, network: NetworkSpec) -> Path:
+        return self.folder / network.model
 
-    def card(self, stage: StageSpec) -> dict:
-        return json.loads(self.model_path(stage).with_suffix(".json").read_text())
+    def card(self, network: NetworkSpec) -> dict:
+        return json.loads(self.model_path(network).with_suffix(".json").read_text())
+
+    def network(self, role: str) -> NetworkSpec:
+        """The network of ``role`` (e.g. coarse, fine; kidney, tumor)."""
+        networks = self.spec.networks()
+        if role not in networks:
+            raise ModelPackageError(f"{self.folder / 'pipeline.json'}: a {self.spec.kind} pipeline has no "
+                                    f"{role!r} network; it has {', '.join(networks)}")
+        return networks[role]
 
     @property
     def hashes(self) -> dict[str, str]:
-        return {self.spec.coarse.model: self.spec.coarse.sha256, self.spec.fine.model: self.spec.fine.sha256}
+        return {net.model: net.sha256 for net in self.spec.networks().values()}
 
 
 def load_package(folder: Path | None = None, verify: bool = True) -> ModelPackage:
@@ -42,14 +52,21 @@ def load_package(folder: Path | None = None, verify: bool = True) -> ModelPackag
     folder = Path(folder) if folder is not None else demo_package_path()
     if not folder.is_dir():
         raise ModelPackageError(f"{folder}: model package folder not found")
-    spec = PipelineSpec.load(folder / "pipeline.json")
-    for stage in (spec.coarse, spec.fine):
-        path = folder / stage.model
+    where = folder / "pipeline.json"
+    spec = load_pipeline(where)
+    from kitsrt.runtime.kinds import KINDS
+
+    if spec.kind not in KINDS:
+        raise ModelPackageError(f"{where}: kind: {spec.kind!r} is valid but not runnable by this kitsrt; "
+                                f"expected one of {', '.join(KINDS)}")
+    for role, network in spec.networks().items():
+        path = folder / network.model
         if not path.exists():
-            raise ModelPackageError(f"{path}: model file named in pipeline.json is missing")
+            raise ModelPackageError(f"{where}: {role}.model: file {network.model!r} is missing from {folder}; "
+                                    "expected the ONNX file the pipeline names")
         if not path.with_suffix(".json").exists():
             raise ModelPackageError(f"{path.with_suffix('.json')}: model card is missing")
-        if verify and stage.sha256 and sha256_of(path) != stage.sha256:
+        if verify and network.sha256 and sha256_of(path) != network.sha256:
             raise ModelPackageError(f"{path}: SHA-256 does not match pipeline.json; the file was changed "
                                     "or damaged, re-export or re-install the package")
     return ModelPackage(folder, spec)

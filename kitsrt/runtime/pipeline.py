@@ -1,137 +1,396 @@
-"""Pipelines are data: ``pipeline.json`` in a model package declares every stage of a cascade.
+"""Pipelines are data: ``pipeline.json`` in a model package, validated as a tagged union on ``kind``.
 
-The seed 002 VB-Net cascade is the first preset (``kitsrt/models/demo/pipeline.json``). The spec
-names, per stage, the ONNX file, its isotropic spacing, HU window and divisibility; the ROI policy
-that turns the coarse mask into VOIs; the fine stage's whole-VOI / sliding-window policy; and the
-post-processing. Other seed systems differ only in these values (2 mm nested V-Net: spacing 2,
-window [-100, 300]-like; 256x256 coarse stage: another coarse spacing and ROI policy).
+Kinds (version 2; one short orchestration function each in ``kitsrt.runtime.kinds``):
+
+* ``cascade`` (seed 002, Mu et al.): a coarse network on the whole scan places one VOI per kidney,
+  a fine network segments kidney and tumor inside each VOI.
+* ``nested`` (seed 004, Zavala-Romero et al.): the whole scan at one spacing, centre crop/pad to a
+  fixed shape; a kidney network, then a tumor network on the kidney-masked volume.
+
+Shared pieces: a ``NetworkSpec`` per network role (file, SHA-256, tensor names, per-axis target
+spacing, intensity normalisation as a tagged choice, divisibility, the shape range the network takes
+and how to tile above it), post-processing as an ordered list of rules, and a back-projection mode.
+
+A version-1 file (no ``kind``; one isotropic spacing and one HU window per stage, two
+post-processing booleans) is upgraded to a version-2 cascade before validation. Every problem is a
+one-line ``ModelPackageError`` (exit 4) naming the file, the key and what was expected.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from kitsrt.errors import ModelPackageError
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+DEFAULT_LABELS = {"0": "background", "1": "kidney", "2": "tumor"}
+Shape = tuple[int, int, int]  # (z, y, x) voxels
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    """One network: its file, and how its input is prepared. Spacing in mm (isotropic), HU window
-    [low, high] scaled to [-1, 1], spatial dims a multiple of ``divisibility``."""
+class Strict(BaseModel):
+    """Frozen, and unknown keys are errors (a misspelled key never silently takes a default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- intensity normalisation: a tagged choice -------------------------------------------------------
+def _ordered(value: tuple[float, float]) -> tuple[float, float]:
+    if not value[0] < value[1]:
+        raise ValueError(f"expected [low, high] with low < high, got {list(value)}")
+    return value
+
+
+class _Window(Strict):
+    kind: str
+    hu_window: tuple[float, float]
+
+    @field_validator("hu_window")
+    @classmethod
+    def _ordered_window(cls, value):
+        return _ordered(value)
+
+
+class WindowSymmetric(_Window):
+    """Clip HU to ``hu_window`` [low, high] and scale linearly to [-1, 1] (seed 002)."""
+
+    kind: Literal["window-symmetric"] = "window-symmetric"
+
+    def apply(self, hu: np.ndarray) -> np.ndarray:
+        low, high = self.hu_window
+        out = np.clip(hu, low, high, dtype=np.float32)
+        out -= (low + high) / 2.0
+        out *= 2.0 / (high - low)
+        return out
+
+
+class WindowUnit(_Window):
+    """Clip HU to ``hu_window`` [low, high] and scale linearly to [0, 1] (seed 004)."""
+
+    kind: Literal["window-unit"] = "window-unit"
+
+    def apply(self, hu: np.ndarray) -> np.ndarray:
+        low, high = self.hu_window
+        out = np.clip(hu, low, high, dtype=np.float32)
+        out -= low
+        out *= 1.0 / (high - low)
+        return out
+
+
+class CtZScore(Strict):
+    """nnU-Net's CT normalisation: clip HU to ``clip_hu`` (the 0.5 / 99.5 percentiles of the training
+    foreground), subtract ``mean_hu``, divide by ``std_hu``."""
+
+    kind: Literal["ct-zscore"] = "ct-zscore"
+    clip_hu: tuple[float, float]
+    mean_hu: float
+    std_hu: float = Field(gt=0)
+
+    @field_validator("clip_hu")
+    @classmethod
+    def _ordered_clip(cls, value):
+        return _ordered(value)
+
+    def apply(self, hu: np.ndarray) -> np.ndarray:
+        out = np.clip(hu, *self.clip_hu, dtype=np.float32)
+        out -= self.mean_hu
+        out *= 1.0 / self.std_hu
+        return out
+
+
+Normalization = Annotated[Union[WindowSymmetric, WindowUnit, CtZScore], Field(discriminator="kind")]
+
+
+# -- one network ------------------------------------------------------------------------------------
+class Tiling(Strict):
+    """Whole-input inference while the input has at most ``max_voxels`` voxels and fits the network's
+    ``max_shape``; above that, a sliding window of ``patch_size`` (z, y, x) with ``overlap`` and
+    Gaussian blending (sigma = ``sigma_scale`` x patch size)."""
+
+    max_voxels: int = Field(8_000_000, gt=0)
+    patch_size: Shape = (96, 96, 96)
+    overlap: float = Field(0.5, ge=0.0, lt=1.0)
+    sigma_scale: float = Field(0.125, gt=0.0)
+
+
+class NetworkSpec(Strict):
+    """One network and how its input is prepared.
+
+    ``spacing_mm`` is the target spacing per physical axis (x, y, z) of the LPS-aligned grid the
+    network sees; arrays are (z, y, x). ``min_shape`` / ``max_shape`` (z, y, x) are the input shapes
+    the network (and a TensorRT profile) takes; each side of an input is a multiple of ``divisibility``.
+    """
 
     model: str
-    spacing_mm: float
-    hu_window: tuple[float, float] = (-200.0, 500.0)
-    divisibility: int = 8
+    sha256: str = ""
     input_name: str = "image"
     output_name: str = "logits"
-    sha256: str = ""
-    min_shape: tuple[int, int, int] = (16, 16, 16)
-    max_shape: tuple[int, int, int] = (192, 192, 192)
+    spacing_mm: tuple[float, float, float]
+    normalization: Normalization
+    divisibility: int = Field(8, ge=1)
+    min_shape: Shape = (16, 16, 16)
+    max_shape: Shape = (192, 192, 192)
+    tiling: Tiling = Tiling()
+
+    @field_validator("spacing_mm", mode="before")
+    @classmethod
+    def _isotropic(cls, value):
+        return (value,) * 3 if isinstance(value, (int, float)) else value
+
+    @field_validator("spacing_mm")
+    @classmethod
+    def _positive(cls, value):
+        if min(value) <= 0:
+            raise ValueError(f"expected three positive spacings in mm, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _shapes(self) -> NetworkSpec:
+        for name in ("min_shape", "max_shape", "tiling.patch_size"):
+            shape = self.tiling.patch_size if name == "tiling.patch_size" else getattr(self, name)
+            if any(s <= 0 or s % self.divisibility for s in shape):
+                raise ValueError(f"{name} {list(shape)}: expected positive multiples of divisibility "
+                                 f"{self.divisibility}")
+        low, high, patch = map(np.asarray, (self.min_shape, self.max_shape, self.tiling.patch_size))
+        if np.any(low > high):
+            raise ValueError(f"min_shape {list(self.min_shape)} exceeds max_shape {list(self.max_shape)}")
+        if np.any(patch < low) or np.any(patch > high):
+            raise ValueError(f"tiling.patch_size {list(self.tiling.patch_size)} is outside the shape range "
+                             f"{list(self.min_shape)}..{list(self.max_shape)} the network takes")
+        return self
 
 
-@dataclass(frozen=True)
-class RoiPolicy:
+# -- post-processing rules, applied in order --------------------------------------------------------
+class LargestComponents(Strict):
+    """Keep the ``count`` largest connected components (26-connectivity) of the union of ``labels``
+    that have at least ``min_volume_ml``; set the rest of that union to background."""
+
+    rule: Literal["largest-components"] = "largest-components"
+    labels: tuple[int, ...]
+    count: int = Field(1, ge=1)
+    min_volume_ml: float = Field(0.0, ge=0.0)
+
+    def label_ids(self) -> tuple[int, ...]:
+        return self.labels
+
+
+class DropUnlessTouching(Strict):
+    """Set every connected component of ``label`` that does not touch ``touching`` to background."""
+
+    rule: Literal["drop-unless-touching"] = "drop-unless-touching"
+    label: int
+    touching: int
+
+    def label_ids(self) -> tuple[int, ...]:
+        return (self.label, self.touching)
+
+
+class FillHoles(Strict):
+    """Fill background holes (not connected to the outside) inside the union of ``labels`` with
+    ``fill_with``."""
+
+    rule: Literal["fill-holes"] = "fill-holes"
+    labels: tuple[int, ...]
+    fill_with: int
+
+    def label_ids(self) -> tuple[int, ...]:
+        return (*self.labels, self.fill_with)
+
+
+Rule = Annotated[Union[LargestComponents, DropUnlessTouching, FillHoles], Field(discriminator="rule")]
+Restore = Literal["probabilities-linear", "labels-nearest"]
+
+SEED002_RULES = (LargestComponents(labels=(1, 2), count=1), DropUnlessTouching(label=2, touching=1))
+
+
+class _Pipeline(Strict):
+    version: Literal[2] = 2
+    kind: str
+    name: str
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LABELS))
+    postprocess: tuple[Rule, ...] = ()
+    restore: Restore = "probabilities-linear"
+
+    @model_validator(mode="after")
+    def _known_labels(self):
+        known = {int(k) for k in self.labels}
+        for n, rule in enumerate(self.postprocess):
+            unknown = sorted(set(rule.label_ids()) - known)
+            if unknown:
+                raise ValueError(f"postprocess[{n}] ({rule.rule}) names label(s) {unknown}; "
+                                 f"labels defines {sorted(known)}")
+        return self
+
+    def networks(self) -> dict[str, NetworkSpec]:
+        """Role -> network, in the order they run."""
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2)
+
+
+class RoiPolicy(Strict):
     """How the coarse mask becomes VOIs: keep up to ``components`` largest connected components of
     the coarse kidney mask (label > 0) of at least ``min_volume_ml``, each boxed with ``margin_mm``.
     When the fine stage finds kidney or tumor on a face of its VOI, that face moves out by
     ``grow_mm`` and the VOI runs again, at most ``grow_steps`` times (large exophytic tumors)."""
 
-    components: int = 2
-    min_volume_ml: float = 5.0
-    margin_mm: float = 15.0
-    grow_mm: float = 20.0
-    grow_steps: int = 2
+    components: int = Field(2, ge=1)
+    min_volume_ml: float = Field(5.0, ge=0.0)
+    margin_mm: float = Field(15.0, ge=0.0)
+    grow_mm: float = Field(20.0, ge=0.0)
+    grow_steps: int = Field(2, ge=0)
 
 
-@dataclass(frozen=True)
-class FinePolicy:
-    """Whole-VOI inference when the VOI fits ``max_voxels``; else a sliding window of ``patch_size``
-    with ``overlap`` and Gaussian blending (sigma = ``sigma_scale`` x patch size)."""
+class CascadeSpec(_Pipeline):
+    """Seed 002: coarse network on the whole scan -> one VOI per kidney -> fine network per VOI."""
 
-    max_voxels: int = 8_000_000
-    patch_size: tuple[int, int, int] = (96, 96, 96)
-    overlap: float = 0.5
-    sigma_scale: float = 0.125
+    kind: Literal["cascade"] = "cascade"
+    coarse: NetworkSpec
+    fine: NetworkSpec
+    roi: RoiPolicy = RoiPolicy()
+    postprocess: tuple[Rule, ...] = SEED002_RULES
 
-
-@dataclass(frozen=True)
-class PostprocessSpec:
-    """Keep the largest kidney component inside each VOI; keep tumor only where it touches kidney."""
-
-    largest_component_per_kidney: bool = True
-    tumor_must_touch_kidney: bool = True
+    def networks(self) -> dict[str, NetworkSpec]:
+        return {"coarse": self.coarse, "fine": self.fine}
 
 
-@dataclass(frozen=True)
-class PipelineSpec:
-    name: str
-    coarse: StageSpec
-    fine: StageSpec
-    roi: RoiPolicy = field(default_factory=RoiPolicy)
-    fine_policy: FinePolicy = field(default_factory=FinePolicy)
-    postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
-    labels: dict[str, str] = field(default_factory=lambda: {"0": "background", "1": "kidney", "2": "tumor"})
-    description: str = ""
-    version: int = SPEC_VERSION
+class NestedSpec(_Pipeline):
+    """Seed 004: the whole scan on one grid, centre-cropped / zero-padded to ``crop_shape`` (z, y, x);
+    the ``kidney`` network segments kidney, the ``tumor`` network runs on the kidney-masked volume and
+    its tumor is kept only inside the kidney. Each network's output is one channel (sigmoid, > 0.5)
+    or several (softmax argmax, foreground = channel > 0)."""
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+    kind: Literal["nested"] = "nested"
+    kidney: NetworkSpec
+    tumor: NetworkSpec
+    crop_shape: Shape = (168, 168, 168)
+    postprocess: tuple[Rule, ...] = (LargestComponents(labels=(1, 2), count=3, min_volume_ml=10.0),)
+    restore: Restore = "labels-nearest"
 
-    @classmethod
-    def from_dict(cls, data: dict, where: str = "pipeline.json") -> PipelineSpec:
-        try:
-            return cls(
-                name=data["name"],
-                coarse=_stage(data["coarse"]),
-                fine=_stage(data["fine"]),
-                roi=RoiPolicy(**data.get("roi", {})),
-                fine_policy=_tupled(FinePolicy, data.get("fine_policy", {}), ("patch_size",)),
-                postprocess=PostprocessSpec(**data.get("postprocess", {})),
-                labels=data.get("labels", {"0": "background", "1": "kidney", "2": "tumor"}),
-                description=data.get("description", ""),
-                version=data.get("version", SPEC_VERSION),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ModelPackageError(f"{where}: invalid pipeline spec ({type(exc).__name__}: {exc})") from None
-
-    @classmethod
-    def load(cls, path: Path) -> PipelineSpec:
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ModelPackageError(f"{path}: no pipeline.json; a model package needs one") from None
-        except json.JSONDecodeError as exc:
-            raise ModelPackageError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(data, str(path))
+    def networks(self) -> dict[str, NetworkSpec]:
+        return {"kidney": self.kidney, "tumor": self.tumor}
 
 
-def _tupled(kind, data: dict, keys: tuple[str, ...]):
-    values = dict(data)
-    for key in keys:
-        if key in values:
-            values[key] = tuple(values[key])
-    return kind(**values)
+PipelineSpec = Annotated[Union[CascadeSpec, NestedSpec], Field(discriminator="kind")]
+_ADAPTER = TypeAdapter(PipelineSpec)
 
 
-def _stage(data: dict) -> StageSpec:
-    return _tupled(StageSpec, data, ("hu_window", "min_shape", "max_shape"))
+def upgrade_v1(data: dict) -> dict:
+    """A version-1 pipeline (seed 002 cascade, no ``kind``) as the equivalent version-2 dict."""
+    data = dict(data)
+    data.pop("version", None)
+    out = {"version": 2, "kind": "cascade"}
+    policy = data.pop("fine_policy", None)
+    post = data.pop("postprocess", None)
+    for role in ("coarse", "fine"):
+        if isinstance(data.get(role), dict):
+            stage = dict(data.pop(role))
+            if "hu_window" in stage:
+                stage["normalization"] = {"kind": "window-symmetric", "hu_window": stage.pop("hu_window")}
+            else:
+                stage["normalization"] = {"kind": "window-symmetric", "hu_window": [-200.0, 500.0]}
+            if role == "fine" and policy is not None:
+                stage["tiling"] = policy
+            out[role] = stage
+    if isinstance(post, dict):
+        post = dict(post)
+        rules = []
+        if post.pop("largest_component_per_kidney", True):
+            rules.append({"rule": "largest-components", "labels": [1, 2], "count": 1})
+        if post.pop("tumor_must_touch_kidney", True):
+            rules.append({"rule": "drop-unless-touching", "label": 2, "touching": 1})
+        if post:
+            raise ModelPackageError(f"postprocess.{next(iter(post))}: unknown version-1 key; expected "
+                                    "largest_component_per_kidney, tumor_must_touch_kidney")
+        out["postprocess"] = rules
+    elif post is not None:
+        out["postprocess"] = post
+    out.update(data)
+    return out
+
+
+def _describe(error: dict) -> str:
+    """One pydantic error as 'key.path: what was expected'."""
+    loc = list(error["loc"])
+    if loc and loc[0] in ("cascade", "nested"):  # the union's tag
+        loc = loc[1:]
+    loc = [part for part in loc if part not in ("window-symmetric", "window-unit", "ct-zscore",
+                                                "largest-components", "drop-unless-touching", "fill-holes")]
+    if error["type"] == "union_tag_invalid":
+        ctx = error["ctx"]
+        loc.append(ctx["discriminator"].strip("'"))
+        message = f"{ctx['tag']!r} is not one of {ctx['expected_tags']}"
+    key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[") or "(top level)"
+    if error["type"] == "union_tag_invalid":
+        pass
+    elif error["type"] == "extra_forbidden":
+        message = "unknown key (misspelled?)"
+    elif error["type"] == "missing" and loc and isinstance(loc[-1], int):
+        message = f"too few values (item {loc[-1]} is missing)"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+    return f"{key}: {message}"
+
+
+def parse_pipeline(data: dict, where: str = "pipeline.json") -> CascadeSpec | NestedSpec:
+    """Validate a pipeline dict (any supported version) into a spec; ModelPackageError naming
+    ``where``, the key and the expectation otherwise."""
+    if not isinstance(data, dict):
+        raise ModelPackageError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    version = data.get("version", 1)
+    if version not in SUPPORTED_VERSIONS:
+        raise ModelPackageError(f"{where}: version: {version!r} is not supported; expected one of "
+                                f"{list(SUPPORTED_VERSIONS)} (a newer kitsrt wrote it?)")
+    try:
+        if version == 1:
+            if "kind" in data:
+                raise ModelPackageError("kind: version-1 pipelines have no kind; set \"version\": 2")
+            data = upgrade_v1(data)
+        return _ADAPTER.validate_python(data)
+    except ModelPackageError as exc:
+        raise ModelPackageError(f"{where}: {exc}") from None
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ModelPackageError(f"{where}: {_describe(errors[0])}{more}") from None
+
+
+def load_pipeline(path: Path) -> CascadeSpec | NestedSpec:
+    """Read and validate ``pipeline.json``."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ModelPackageError(f"{path}: no pipeline.json; a model package needs one") from None
+    except json.JSONDecodeError as exc:
+        raise ModelPackageError(f"{path}: not valid JSON ({exc})") from None
+    return parse_pipeline(data, str(path))
+
+
+def window_network(model: str, spacing_mm: float, hu_window: tuple[float, float], divisibility: int,
+                   min_shape: Shape, max_shape: Shape, symmetric: bool = True, **extra) -> NetworkSpec:
+    """A network fed windowed HU at an isotropic spacing (the seed 002 and 004 presets)."""
+    normalization = (WindowSymmetric(hu_window=hu_window) if symmetric else WindowUnit(hu_window=hu_window))
+    return NetworkSpec(model=model, spacing_mm=(spacing_mm,) * 3, normalization=normalization,
+                       divisibility=divisibility, min_shape=min_shape, max_shape=max_shape, **extra)
 
 
 def seed002_preset(coarse_model: str = "coarse.onnx", fine_model: str = "fine.onnx",
-                   coarse_divisibility: int = 8, fine_divisibility: int = 8) -> PipelineSpec:
+                   coarse_divisibility: int = 8, fine_divisibility: int = 8) -> CascadeSpec:
     """The multi-resolution VB-Net cascade of seed 002 (Mu et al.): 6 mm coarse, 1 mm fine,
     HU [-200, 500] scaled to [-1, 1], largest-component post-processing, whole-VOI inference."""
-    return PipelineSpec(
+    return CascadeSpec(
         name="vbnet-cascade-seed002",
         description="Multi-resolution VB-Net cascade (Mu et al., KiTS19): coarse 6 mm localizes each "
                     "kidney, fine 1 mm segments kidney and tumor inside its VOI.",
-        coarse=StageSpec(model=coarse_model, spacing_mm=6.0, divisibility=coarse_divisibility,
-                         min_shape=(16, 16, 16), max_shape=(128, 128, 128)),
-        fine=StageSpec(model=fine_model, spacing_mm=1.0, divisibility=fine_divisibility,
-                       min_shape=(32, 32, 32), max_shape=(256, 256, 256)),
+        coarse=window_network(coarse_model, 6.0, (-200.0, 500.0), coarse_divisibility, (16, 16, 16), (128, 128, 128)),
+        fine=window_network(fine_model, 1.0, (-200.0, 500.0), fine_divisibility, (32, 32, 32), (256, 256, 256)),
     )

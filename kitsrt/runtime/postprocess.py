@@ -1,11 +1,16 @@
-"""Post-processing of one VOI's label crop (seed 002: "largest connected component")."""
+"""Post-processing as an ordered list of rules (``pipeline.json`` ``postprocess``) on a label map.
+
+Rules (``kitsrt.runtime.pipeline``): ``largest-components`` (seed 002: the largest kidney(+tumor)
+component of a VOI; seed 004: the three largest structures over 10 mL), ``drop-unless-touching``
+(tumor kept only where it touches kidney), ``fill-holes``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
 
-from kitsrt.runtime.pipeline import PostprocessSpec
+from kitsrt.runtime.pipeline import DropUnlessTouching, FillHoles, LargestComponents
 
 KIDNEY, TUMOR = 1, 2
 
@@ -22,19 +27,56 @@ def _touches(mask: np.ndarray, other: np.ndarray) -> bool:
     return bool((grown.astype(bool) & other).any())
 
 
-def clean_voi_labels(labels: np.ndarray, spec: PostprocessSpec) -> np.ndarray:
-    """Keep the largest kidney(+tumor) component of the VOI, then drop tumor components that do not
-    touch kidney tissue. Returns a new uint8 array."""
+def largest_components(labels: np.ndarray, rule: LargestComponents, voxel_volume_ml: float) -> None:
+    """In place: keep the ``rule.count`` largest components of ``rule.labels`` of at least
+    ``rule.min_volume_ml``."""
+    mask = np.isin(labels, rule.labels)
+    if not mask.any():
+        return
+    components = components_by_size(mask)
+    keep = (components >= 1) & (components <= rule.count)
+    if rule.min_volume_ml > 0:
+        sizes = np.bincount(components.ravel())
+        small = np.flatnonzero(sizes * voxel_volume_ml < rule.min_volume_ml)
+        keep &= ~np.isin(components, small)
+    labels[mask & ~keep] = 0
+
+
+def drop_unless_touching(labels: np.ndarray, rule: DropUnlessTouching) -> None:
+    """In place: drop each component of ``rule.label`` that does not touch ``rule.touching``."""
+    if not (labels == rule.label).any():
+        return
+    other = labels == rule.touching
+    found = components_by_size(labels == rule.label)
+    for lesion in range(1, int(found.max()) + 1):
+        inside = found == lesion
+        if not _touches(inside, other):
+            labels[inside] = 0
+
+
+def fill_holes(labels: np.ndarray, rule: FillHoles) -> None:
+    """In place: background voxels enclosed by ``rule.labels`` (in 3-D) become ``rule.fill_with``."""
+    mask = np.isin(labels, rule.labels)
+    if not mask.any():
+        return
+    filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(mask.astype(np.uint8)),
+                                                        fullyConnected=True))
+    labels[(filled > 0) & ~mask & (labels == 0)] = rule.fill_with
+
+
+def apply_rules(labels: np.ndarray, rules, voxel_volume_ml: float) -> np.ndarray:
+    """Apply ``rules`` in order to a (k, j, i) label map whose voxels hold ``voxel_volume_ml`` each.
+    Returns a new uint8 array."""
     out = labels.astype(np.uint8, copy=True)
-    if spec.largest_component_per_kidney and out.any():
-        out[components_by_size(out > 0) != 1] = 0
-    if spec.tumor_must_touch_kidney and (out == TUMOR).any():
-        kidney = out == KIDNEY
-        tumors = components_by_size(out == TUMOR)
-        for lesion in range(1, int(tumors.max()) + 1):
-            inside = tumors == lesion
-            if not _touches(inside, kidney):
-                out[inside] = 0
+    for rule in rules:
+        if isinstance(rule, LargestComponents):
+            largest_components(out, rule, voxel_volume_ml)
+        elif isinstance(rule, DropUnlessTouching):
+            drop_unless_touching(out, rule)
+        elif isinstance(rule, FillHoles):
+            fill_holes(out, rule)
+        else:  # pragma: no cover - the spec's union admits nothing else
+            raise TypeError(f"unknown post-processing rule {rule!r}")
     return out
 
 

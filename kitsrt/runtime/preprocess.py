@@ -1,7 +1,7 @@
-"""Preprocessing shared by training, calibration and inference: physical grids, resampling, HU window.
+"""Preprocessing shared by training, calibration and inference: physical grids, resampling, crop/pad.
 
-Networks see volumes on *canonical grids*: LPS-aligned (identity direction), isotropic spacing, array
-axes (z, y, x). A canonical grid is defined by a physical box, so the same code serves the whole
+Networks see volumes on *canonical grids*: LPS-aligned (identity direction), a target spacing per
+physical axis (x, y, z), array axes (z, y, x). A canonical grid is defined by a physical box, so the same code serves the whole
 scan at 6 mm and one kidney's VOI at 1 mm, whatever the scan's own axis order. Training, calibration
 and the runtime all call these functions, so a model never sees data prepared differently.
 """
@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from kitsrt.io import Geometry
+from kitsrt.runtime.pipeline import WindowSymmetric
 
 AIR_HU = -1024.0
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -54,15 +55,27 @@ def scan_box(geometry: Geometry) -> Box:
     return Box(tuple(points.min(axis=0)), tuple(points.max(axis=0)))
 
 
-def canonical_grid(box: Box, spacing_mm: float, multiple_of: int = 1) -> Geometry:
-    """An LPS-aligned grid of ``spacing_mm`` voxels covering ``box``, its size padded up to a multiple
-    of ``multiple_of`` (the network's divisibility) and centred on the box."""
-    needed = np.floor(box.extent_mm / spacing_mm).astype(int) + 1
+def _per_axis(spacing_mm: float | tuple[float, float, float]) -> np.ndarray:
+    return np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (3,))
+
+
+def canonical_grid(box: Box, spacing_mm: float | tuple[float, float, float], multiple_of: int = 1) -> Geometry:
+    """An LPS-aligned grid of ``spacing_mm`` voxels (one value, or one per axis x, y, z) covering
+    ``box``, its size padded up to a multiple of ``multiple_of`` (the network's divisibility) and
+    centred on the box."""
+    spacing = _per_axis(spacing_mm)
+    needed = np.floor(box.extent_mm / spacing).astype(int) + 1
     size = (np.ceil(needed / multiple_of) * multiple_of).astype(int)
+    return centred_grid(box, spacing, tuple(int(s) for s in size))
+
+
+def centred_grid(box: Box, spacing_mm: float | tuple[float, float, float], size_xyz: tuple[int, int, int]) -> Geometry:
+    """An LPS-aligned grid of exactly ``size_xyz`` voxels of ``spacing_mm``, centred on ``box``."""
+    spacing = _per_axis(spacing_mm)
     center = (np.asarray(box.low) + np.asarray(box.high)) / 2.0
-    origin = center - (size - 1) * spacing_mm / 2.0
-    return Geometry(tuple(int(s) for s in size), (float(spacing_mm),) * 3, tuple(float(o) for o in origin),
-                    IDENTITY)
+    origin = center - (np.asarray(size_xyz) - 1) * spacing / 2.0
+    return Geometry(tuple(int(s) for s in size_xyz), tuple(float(s) for s in spacing),
+                    tuple(float(o) for o in origin), IDENTITY)
 
 
 def resample_onto(image: sitk.Image, grid: Geometry, interpolator, default: float, pixel_id: int) -> sitk.Image:
@@ -98,12 +111,21 @@ def symmetric_blocks(size: int, factor: int) -> tuple[int, int]:
     return 1, 0
 
 
-def block_average(image: sitk.Image, spacing_mm: float) -> sitk.Image:
-    """Average voxels in integer blocks about ``spacing_mm`` wide (a box anti-aliasing filter before
-    resampling onto a coarser grid), laid out symmetrically on every axis (``symmetric_blocks``), so
-    the result does not depend on the file's index directions. Returns ``image`` itself when no axis
-    is coarsened."""
-    plans = [symmetric_blocks(n, max(int(spacing_mm / s), 1)) for n, s in zip(image.GetSize(), image.GetSpacing())]
+def _target_spacing_per_image_axis(image: sitk.Image, spacing_mm) -> list[float]:
+    """The target spacing (one value, or one per physical axis x, y, z) along each image axis: that
+    of the physical axis the image axis runs closest to."""
+    spacing = _per_axis(spacing_mm)
+    nearest = np.abs(np.asarray(image.GetDirection()).reshape(3, 3)).argmax(axis=0)
+    return [float(spacing[nearest[a]]) for a in range(3)]
+
+
+def block_average(image: sitk.Image, spacing_mm: float | tuple[float, float, float]) -> sitk.Image:
+    """Average voxels in integer blocks about ``spacing_mm`` wide (one value, or one per physical axis
+    x, y, z; a box anti-aliasing filter before resampling onto a coarser grid), laid out
+    symmetrically on every axis (``symmetric_blocks``), so the result does not depend on the file's
+    index directions. Returns ``image`` itself when no axis is coarsened."""
+    targets = _target_spacing_per_image_axis(image, spacing_mm)
+    plans = [symmetric_blocks(n, max(int(t / s), 1)) for n, s, t in zip(image.GetSize(), image.GetSpacing(), targets)]
     blocks, crops = [p[0] for p in plans], [p[1] for p in plans]
     if max(blocks) == 1:
         return image
@@ -119,7 +141,7 @@ def resample_image(image: sitk.Image, grid: Geometry, default_hu: float = AIR_HU
     blocks (``block_average``): a cheap box anti-aliasing filter that also shrinks the data the
     resampler reads.
     """
-    source = block_average(image, grid.spacing_mm[0]) if anti_alias else image
+    source = block_average(image, grid.spacing_mm) if anti_alias else image
     return sitk.GetArrayFromImage(resample_onto(source, grid, sitk.sitkLinear, default_hu, sitk.sitkFloat32))
 
 
@@ -130,10 +152,42 @@ def resample_labels(labels: sitk.Image, grid: Geometry) -> np.ndarray:
 
 def window_and_scale(hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
     """Clip HU to ``hu_window`` and scale linearly to [-1, 1] (float32), as the seed 002 recipe says."""
-    low, high = hu_window
-    out = np.clip(hu, low, high, dtype=np.float32)
-    out -= (low + high) / 2.0
-    out *= 2.0 / (high - low)
+    return WindowSymmetric(hu_window=hu_window).apply(hu)
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """What ``centre_crop_or_pad`` did: the input's shape and, per axis, the slices of the input
+    that were kept and where they went in the output. ``uncrop`` inverts it exactly."""
+
+    source_shape: tuple[int, ...]
+    source: tuple[slice, ...]
+    target: tuple[slice, ...]
+
+
+def centre_crop_or_pad(volume: np.ndarray, shape: tuple[int, ...], fill: float) -> tuple[np.ndarray, CropPlan]:
+    """Crop (z, y, x) ``volume`` about its centre, or pad it with ``fill``, to exactly ``shape``.
+    Example: a 200-long axis to 168 keeps 16..184; a 100-long axis to 168 lands at 34..134."""
+    source, target = [], []
+    for n, want in zip(volume.shape, shape):
+        offset = abs(n - want) // 2
+        if n >= want:
+            source.append(slice(offset, offset + want))
+            target.append(slice(0, want))
+        else:
+            source.append(slice(0, n))
+            target.append(slice(offset, offset + n))
+    out = np.full(shape, fill, dtype=volume.dtype)
+    out[tuple(target)] = volume[tuple(source)]
+    return out, CropPlan(tuple(volume.shape), tuple(source), tuple(target))
+
+
+def uncrop(array: np.ndarray, plan: CropPlan, fill: float = 0) -> np.ndarray:
+    """The inverse of ``centre_crop_or_pad`` on the last three axes of ``array``: values back on the
+    original (z, y, x) shape; what was cropped away becomes ``fill``."""
+    lead = array.shape[:-3]
+    out = np.full((*lead, *plan.source_shape), fill, dtype=array.dtype)
+    out[(..., *plan.source)] = array[(..., *plan.target)]
     return out
 
 

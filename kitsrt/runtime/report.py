@@ -11,6 +11,7 @@ from kitsrt.runtime.voi import side_of
 
 
 def voi_entry(voi, geometry: Geometry, body_mid_x_mm: float) -> dict:
+    """One kidney's facts: ``voi`` has ``box`` (physical, mm) and ``labels`` (its crop of the scan)."""
     voxel_ml = geometry.voxel_volume_ml
     return {
         "side": side_of(voi.box, body_mid_x_mm),
@@ -22,14 +23,15 @@ def voi_entry(voi, geometry: Geometry, body_mid_x_mm: float) -> dict:
     }
 
 
-def build_report(source: str, geometry: Geometry, vois: list, body_mid_x_mm: float, timings: dict,
-                 backend: str, package) -> dict:
-    sides = [voi_entry(v, geometry, body_mid_x_mm) for v in vois]
+def build_report(source: str, geometry: Geometry, regions: list[dict], timings: dict, backend: str,
+                 package) -> dict:
+    """The report of one scan; ``regions`` are the kind's per-kidney entries (``voi_entry``)."""
+    sides = regions
     return {
         "input": source,
         "grid": {"size": list(geometry.size), "spacing_mm": list(geometry.spacing_mm),
                  "origin_mm": list(geometry.origin_mm), "direction": list(geometry.direction)},
-        "kidney_found": bool(vois),
+        "kidney_found": bool(sides),
         "kidneys": sides,
         "totals": {"kidney_ml": round(sum(s["kidney_ml"] for s in sides), 2),
                    "tumor_ml": round(sum(s["tumor_ml"] for s in sides), 2),
@@ -37,6 +39,7 @@ def build_report(source: str, geometry: Geometry, vois: list, body_mid_x_mm: flo
         "timings_s": timings,
         "backend": backend,
         "pipeline": package.spec.name,
+        "kind": package.spec.kind,
         "model_sha256": package.hashes,
         "kitsrt_version": kitsrt.__version__,
     }

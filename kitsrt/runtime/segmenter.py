@@ -1,8 +1,9 @@
 """The embeddable API: ``Segmenter.load(package, backend=...).segment(scan_or_path) -> Result``.
 
-A Segmenter holds one loaded backend per stage and nothing else that changes, so one instance can
-serve several threads at once (backends' ``infer`` is thread-safe). It never imports torch unless
-the torch backend is asked for.
+A Segmenter holds one loaded backend per network role of its pipeline (``spec.networks()``) and
+nothing else that changes, so one instance can serve several threads at once (backends' ``infer`` is
+thread-safe). It dispatches on the pipeline's kind and never knows the topology. It never imports
+torch unless the torch backend is asked for.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 from kitsrt.engines import create_backend
 from kitsrt.errors import InputError
 from kitsrt.io import Geometry, Scan, read_scan, write_label_map
-from kitsrt.runtime.cascade import coarse_stage, fine_stage, find_vois, paste
+from kitsrt.engines.base import Backend
+from kitsrt.runtime.kinds import kind_of
 from kitsrt.runtime.package import ModelPackage, load_package
 from kitsrt.runtime.report import build_report
 from kitsrt.runtime.timing import Timings
@@ -42,14 +44,15 @@ class Result:
         return write_label_map(self.labels, self.geometry, path, overwrite)
 
 
-def variant_path(package: ModelPackage, stage: str, precision: str) -> Path:
-    """``<stage>.<precision>.onnx`` of a package, checked against the SHA-256 in its own card."""
+def variant_path(package: ModelPackage, role: str, precision: str) -> Path:
+    """``<model>.<precision>.onnx`` of a package's ``role`` network, checked against the SHA-256 in
+    its own card."""
     import json
 
     from kitsrt.errors import ModelPackageError
     from kitsrt.io import sha256_of
 
-    base = package.model_path(getattr(package.spec, stage))
+    base = package.model_path(package.network(role))
     path = base.with_name(f"{base.stem}.{precision}.onnx")
     card = path.with_suffix(".json")
     if not path.exists() or not card.exists():
@@ -75,10 +78,11 @@ def check_looks_like_ct(scan: Scan) -> None:
 
 
 class Segmenter:
-    def __init__(self, package: ModelPackage, coarse, fine, backend_name: str):
+    """A loaded package: ``backends`` maps each network role of the pipeline to a loaded backend."""
+
+    def __init__(self, package: ModelPackage, backends: dict[str, Backend], backend_name: str):
         self.package = package
-        self.coarse_backend = coarse
-        self.fine_backend = fine
+        self.backends = backends
         self.backend_name = backend_name
 
     @classmethod
@@ -86,26 +90,30 @@ class Segmenter:
              threads: int = 0, precision: str = "fp32", model_files: dict[str, Path] | None = None) -> Segmenter:
         """Load a model package (default: the bundled demo) on a backend, once.
 
-        ``precision`` picks the package's ``<stage>.<precision>.onnx`` variants (fp16, int8);
-        ``model_files`` overrides the file of individual stages (used by the precision gate).
+        ``precision`` picks the package's ``<model>.<precision>.onnx`` variants (fp16, int8);
+        ``model_files`` overrides the file of individual roles (used by the precision gate).
         """
         pkg = load_package(Path(package) if package is not None else None)
-        files = {"coarse": pkg.model_path(pkg.spec.coarse), "fine": pkg.model_path(pkg.spec.fine)}
+        roles = pkg.spec.networks()
+        files = {role: pkg.model_path(network) for role, network in roles.items()}
         if precision != "fp32":
-            files = {stage: variant_path(pkg, stage, precision) for stage in files}
+            files = {role: variant_path(pkg, role, precision) for role in files}
         files.update(model_files or {})
-        coarse = create_backend(backend, str(files["coarse"]), threads).load()
+        backends: dict[str, Backend] = {}
         try:
-            fine = create_backend(backend, str(files["fine"]), threads).load()
+            for role in roles:
+                backends[role] = create_backend(backend, str(files[role]), threads).load()
         except Exception:
-            coarse.close()
+            for loaded in backends.values():
+                loaded.close()
             raise
-        name = coarse.describe() + ("" if precision == "fp32" else f", {precision}")
-        return cls(pkg, coarse, fine, name)
+        first = next(iter(backends.values()))
+        name = first.describe() + ("" if precision == "fp32" else f", {precision}")
+        return cls(pkg, backends, name)
 
     def close(self) -> None:
-        self.coarse_backend.close()
-        self.fine_backend.close()
+        for backend in self.backends.values():
+            backend.close()
 
     def __enter__(self) -> Segmenter:
         return self
@@ -120,14 +128,9 @@ class Segmenter:
                 scan = read_scan(scan)
         check_looks_like_ct(scan)
         spec = self.package.spec
-        coarse = coarse_stage(scan, spec, self.coarse_backend, timings)
-        with timings.timer("voi"):
-            boxes = find_vois(coarse, scan, spec)
-        vois = [fine_stage(scan, box, spec, self.fine_backend, timings) for box in boxes]
-        with timings.timer("postprocess"):
-            labels = paste(vois, scan.geometry)
-        report = build_report(scan.source, scan.geometry, vois, coarse.body_mid_x_mm, timings.as_dict(),
+        outcome = kind_of(spec).run(scan, spec, self.backends, timings)
+        report = build_report(scan.source, scan.geometry, outcome.regions, timings.as_dict(),
                               self.backend_name, self.package)
         if scan.dicom is not None:
             report["dicom"] = scan.dicom.as_dict()
-        return Result(labels, scan.geometry, report, tuple(v.box for v in vois))
+        return Result(outcome.labels, scan.geometry, report, tuple(outcome.extra.get("boxes", ())))

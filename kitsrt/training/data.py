@@ -17,13 +17,12 @@ import numpy as np
 from kitsrt.errors import InputError
 from kitsrt.io import Scan, read_label_map, read_scan
 from kitsrt.phantom import synthesize_ct
-from kitsrt.runtime.pipeline import PipelineSpec
+from kitsrt.runtime.pipeline import CascadeSpec
 from kitsrt.runtime.preprocess import (
     canonical_grid,
     resample_image,
     resample_labels,
     scan_box,
-    window_and_scale,
 )
 from kitsrt.runtime.voi import kidney_boxes
 
@@ -55,20 +54,20 @@ def load_case(label_path: Path, imaging_path: Path | None, phantom_seed: int) ->
     return ct, labels
 
 
-def coarse_volume(ct: Scan, labels: Scan, spec: PipelineSpec, case: str) -> Volume:
+def coarse_volume(ct: Scan, labels: Scan, spec: CascadeSpec, case: str) -> Volume:
     stage = spec.coarse
     grid = canonical_grid(scan_box(ct.geometry), stage.spacing_mm, stage.divisibility)
-    image = window_and_scale(resample_image(ct.image, grid), stage.hu_window)
+    image = stage.normalization.apply(resample_image(ct.image, grid))
     return Volume(image, resample_labels(labels.image, grid), case)
 
 
-def fine_volumes(ct: Scan, labels: Scan, spec: PipelineSpec, case: str) -> list[Volume]:
+def fine_volumes(ct: Scan, labels: Scan, spec: CascadeSpec, case: str) -> list[Volume]:
     """One Volume per reference kidney, cropped like the runtime crops a VOI found by the coarse net."""
     stage = spec.fine
     volumes = []
     for box in kidney_boxes(labels.array > 0, labels.geometry, spec.roi):
         grid = canonical_grid(box, stage.spacing_mm, stage.divisibility)
-        image = window_and_scale(resample_image(ct.image, grid, anti_alias=False), stage.hu_window)
+        image = stage.normalization.apply(resample_image(ct.image, grid, anti_alias=False))
         volumes.append(Volume(image, resample_labels(labels.image, grid), case))
     return volumes
 
@@ -83,7 +82,7 @@ def _load_cached(path: Path, case: str) -> dict[str, list[Volume]]:
             for stage in STAGES}
 
 
-def prepare_case(case: str, label_path: Path, imaging_path: Path | None, spec: PipelineSpec,
+def prepare_case(case: str, label_path: Path, imaging_path: Path | None, spec: CascadeSpec,
                  cache: Path | None = None) -> dict[str, list[Volume]]:
     """Both stages' volumes of one case, read from ``cache`` when prepared before.
     Phantoms use the case number as seed, so a cache can always be rebuilt identically."""
@@ -103,7 +102,7 @@ def prepare_case(case: str, label_path: Path, imaging_path: Path | None, spec: P
     return volumes
 
 
-def prepare_volumes(folder: Path, stage: str, spec: PipelineSpec, exclude: set[str],
+def prepare_volumes(folder: Path, stage: str, spec: CascadeSpec, exclude: set[str],
                     cache: Path | None = None, progress=None) -> list[Volume]:
     """The ``stage`` volumes of every case in ``folder`` not in ``exclude``."""
     volumes = []

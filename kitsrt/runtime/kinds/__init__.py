@@ -1,0 +1,21 @@
+"""Pipeline kinds: one short orchestration function each, composed from the shared primitives in
+``kitsrt.runtime`` (preprocess, inference, postprocess, restore). ``KINDS`` maps the ``kind`` of a
+``pipeline.json`` to its ``Kind``; ``Segmenter`` dispatches on it and never knows the topology."""
+
+from __future__ import annotations
+
+from kitsrt.runtime.kinds import cascade
+from kitsrt.runtime.kinds.base import Kind, KindResult
+from kitsrt.runtime.pipeline import CascadeSpec
+
+KINDS: dict[str, Kind] = {
+    "cascade": Kind(CascadeSpec, cascade.run),
+}
+
+
+def kind_of(spec) -> Kind:
+    """The registered kind of a validated spec."""
+    return KINDS[spec.kind]
+
+
+__all__ = ["KINDS", "Kind", "KindResult", "kind_of"]

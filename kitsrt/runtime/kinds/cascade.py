@@ -1,0 +1,118 @@
+"""The seed 002 cascade as short, pure steps: scan -> coarse 6 mm -> VOIs -> fine 1 mm -> labels.
+
+Every step works from spacing and direction: networks see canonical LPS grids, each VOI is cut
+from the *original* scan and only that crop is resampled to 1 mm, and probabilities go back onto
+the crop's own original-resolution grid before the argmax. No full-scan float32 copy at 1 mm exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kitsrt.engines.base import Backend
+from kitsrt.io import Geometry, Scan
+from kitsrt.runtime.inference import infer_volume, softmax
+from kitsrt.runtime.kinds.base import KindResult
+from kitsrt.runtime.pipeline import CascadeSpec
+from kitsrt.runtime.postprocess import apply_rules, components_by_size
+from kitsrt.runtime.preprocess import Box, canonical_grid, resample_image, scan_box
+from kitsrt.runtime.report import voi_entry
+from kitsrt.runtime.restore import crop_grid, restore_labels
+from kitsrt.runtime.timing import Timings
+from kitsrt.runtime.voi import kidney_boxes
+
+
+@dataclass(frozen=True)
+class CoarseResult:
+    grid: Geometry
+    volume: np.ndarray  # (z, y, x) the scaled network input
+    labels: np.ndarray  # (z, y, x) argmax on the coarse grid
+    body_mid_x_mm: float  # LPS x of the body's centre of mass (for left/right)
+
+
+def coarse_stage(scan: Scan, spec: CascadeSpec, backend: Backend, timings: Timings) -> CoarseResult:
+    stage = spec.coarse
+    with timings.timer("coarse_preprocess"):
+        grid = canonical_grid(scan_box(scan.geometry), stage.spacing_mm, stage.divisibility)
+        hu = resample_image(scan.image, grid)
+        body = hu > -500
+        xs = grid.origin_mm[0] + grid.spacing_mm[0] * np.arange(grid.size[0])
+        mid_x = float((body.sum(axis=(0, 1)) * xs).sum() / max(body.sum(), 1))
+        volume = stage.normalization.apply(hu)
+    with timings.timer("coarse_net"):
+        labels = infer_volume(volume, stage, backend).argmax(axis=0).astype(np.uint8)
+    return CoarseResult(grid, volume, labels, mid_x)
+
+
+def find_vois(coarse: CoarseResult, scan: Scan, spec: CascadeSpec) -> list[Box]:
+    """One box per kidney from the coarse mask, clipped to the scan."""
+    bounds = scan_box(scan.geometry)
+    boxes = [b.intersect(bounds) for b in kidney_boxes(coarse.labels > 0, coarse.grid, spec.roi)]
+    return [b for b in boxes if np.all(b.extent_mm > 0)]
+
+
+@dataclass(frozen=True)
+class VoiResult:
+    box: Box
+    slices: tuple[slice, ...]
+    labels: np.ndarray  # (k, j, i) on the crop of the original grid, post-processed
+
+
+def foreground_faces(labels: np.ndarray, box: Box, bounds: Box, tolerance_mm: float = 1.0) -> list[tuple[int, int]]:
+    """Faces of a VOI (labels on its canonical (z, y, x) grid) that foreground touches and that can
+    still move outwards (not yet at the scan's bounds). Faces as (x/y/z axis, -1 low or +1 high)."""
+    faces = []
+    for array_axis, axis in ((0, 2), (1, 1), (2, 0)):
+        for side, index in ((-1, 0), (1, -1)):
+            edge = np.take(labels, index, axis=array_axis)
+            room = box.low[axis] - bounds.low[axis] if side < 0 else bounds.high[axis] - box.high[axis]
+            if room > tolerance_mm and edge.any():
+                faces.append((axis, side))
+    return faces
+
+
+def fine_stage(scan: Scan, box: Box, spec: CascadeSpec, backend: Backend, timings: Timings) -> VoiResult:
+    """Segment one VOI; where its largest kidney(+tumor) component reaches a face of the VOI, move
+    that face out and run again (up to ``roi.grow_steps`` times), so a kidney or a large exophytic
+    tumor that the coarse stage under-reached is not cut off."""
+    stage, bounds = spec.fine, scan_box(scan.geometry)
+    for attempt in range(spec.roi.grow_steps + 1):
+        with timings.timer("fine_preprocess"):
+            grid = canonical_grid(box, stage.spacing_mm, stage.divisibility)
+            volume = stage.normalization.apply(resample_image(scan.image, grid, anti_alias=False))
+        with timings.timer("fine_net"):
+            logits = infer_volume(volume, stage, backend)
+        if attempt == spec.roi.grow_steps:
+            break
+        kidney = components_by_size(logits.argmax(axis=0) > 0) == 1  # the VOI's own kidney, not stray blobs
+        faces = foreground_faces(kidney, box, bounds)
+        if not faces:
+            break
+        box = box.grown_faces(faces, spec.roi.grow_mm).intersect(bounds)
+    with timings.timer("postprocess"):
+        slices, crop = crop_grid(scan.geometry, box)
+        labels = restore_labels(softmax(logits), grid, crop, spec.restore)
+        labels = apply_rules(labels, spec.postprocess, scan.geometry.voxel_volume_ml)
+    return VoiResult(box, slices, labels)
+
+
+def paste(vois: list[VoiResult], geometry: Geometry) -> np.ndarray:
+    """A full-size (k, j, i) uint8 label map with every VOI's labels in place (tumor wins overlaps)."""
+    full = np.zeros(geometry.array_shape, np.uint8)
+    for voi in vois:
+        np.maximum(full[voi.slices], voi.labels, out=full[voi.slices])
+    return full
+
+
+def run(scan: Scan, spec: CascadeSpec, backends: dict[str, Backend], timings: Timings) -> KindResult:
+    """The seed 002 cascade on one scan: coarse -> VOIs -> fine per VOI -> labels on the scan's grid."""
+    coarse = coarse_stage(scan, spec, backends["coarse"], timings)
+    with timings.timer("voi"):
+        boxes = find_vois(coarse, scan, spec)
+    vois = [fine_stage(scan, box, spec, backends["fine"], timings) for box in boxes]
+    with timings.timer("postprocess"):
+        labels = paste(vois, scan.geometry)
+    regions = [voi_entry(voi, scan.geometry, coarse.body_mid_x_mm) for voi in vois]
+    return KindResult(labels, regions, {"boxes": tuple(v.box for v in vois)})
