@@ -14,6 +14,8 @@ from kitsrt.errors import ModelPackageError
 
 
 class TorchBackend(Backend):
+    """The network rebuilt in PyTorch eager; tensor names and class count come from the model card."""
+
     name = "torch"
 
     def __init__(self, model_path: str, threads: int = 0, device: str = "cpu"):
@@ -21,6 +23,7 @@ class TorchBackend(Backend):
         self.threads = threads
         self.device = device
         self._model = None
+        self._card: dict = {}
 
     def _load(self) -> None:
         from kitsrt.export.weights import model_from_package
@@ -35,7 +38,8 @@ class TorchBackend(Backend):
                 raise ModelPackageError(f"{needed}: the torch backend needs the card and weights beside the ONNX file")
         if self.threads:
             torch.set_num_threads(self.threads)
-        model = model_from_package(weights, json.loads(card_path.read_text()))
+        self._card = json.loads(card_path.read_text())
+        model = model_from_package(weights, self._card)
         self._model = model.to(self.device).eval()
         self._torch = torch
 
@@ -44,13 +48,17 @@ class TorchBackend(Backend):
         (x,) = feed.values()
         with torch.inference_mode():
             logits = self._model(torch.from_numpy(x).to(self.device))
-        return {"logits": logits.float().cpu().numpy()}
+        return {self._card["output"]["name"]: logits.float().cpu().numpy()}
+
+    def _tensor(self, which: str) -> TensorInfo:
+        info = self._card[which]
+        return TensorInfo(info["name"], np.dtype(info.get("dtype", "float32")), tuple(info["shape"]))
 
     def inputs(self) -> list[TensorInfo]:
-        return [TensorInfo("image", np.dtype(np.float32), ("N", 1, "D", "H", "W"))]
+        return [self._tensor("input")]
 
     def outputs(self) -> list[TensorInfo]:
-        return [TensorInfo("logits", np.dtype(np.float32), ("N", 3, "D", "H", "W"))]
+        return [self._tensor("output")]
 
     def describe(self) -> str:
         return f"torch-eager ({self.device}, {self.threads or 'all'} threads)"
