@@ -2,7 +2,8 @@
 
 Runs the bundled demo cascade (onnxruntime CPU) on procedural phantoms of odd sizes, spacings and
 orientations (axes permuted and flipped with SimpleITK, which keeps every voxel's physical place)
-and, where ``../shared/data/kits19`` exists, on phantoms of the smallest KiTS19 label maps. Phantom
+and, where ``../shared/data`` exists, on phantoms of the smallest KiTS19 label maps and the one
+shared real CT. Phantom
 CTs are cached in ``--cache`` so two runs read identical inputs.
 
     python benchmarks/seed002_parity.py --record before.json      # on the old code
@@ -33,6 +34,7 @@ PROCEDURAL = [  # (name, size ijk, spacing mm, seed, permutation, flips)
     ("proc7_permflip", (140, 150, 60), (2.8, 2.5, 3.2), 7, (1, 2, 0), (False, True, False)),
 ]
 KITS19_CASES = [("case_00038", 38), ("case_00021", 21)]
+REAL_CT = KITS19.parent / "realct" / "ts_example_ct.nii.gz"  # real CT, 3 mm, RAS-stored
 
 
 def phantoms(cache: Path):
@@ -56,6 +58,8 @@ def phantoms(cache: Path):
         if not path.exists():
             write_image(synthesize_ct(read_label_map(label), seed=seed).image, path)
         yield case, read_scan(path)
+    if REAL_CT.exists():
+        yield "realct", read_scan(REAL_CT)
 
 
 def fingerprint(labels: np.ndarray) -> dict:

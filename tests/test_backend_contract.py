@@ -56,11 +56,12 @@ CAPABILITY = {  # backend name -> (available here?, reason to skip)
     "onnxruntime": (True, ""),
     "onnxruntime-cuda": (_ort_provider("CUDAExecutionProvider"),
                          "onnxruntime here has no CUDAExecutionProvider (needs onnxruntime-gpu and a CUDA GPU)"),
+    "openvino": (importlib.util.find_spec("openvino") is not None, "openvino is not installed (the openvino extra)"),
     "torch": (importlib.util.find_spec("torch") is not None, "torch is not installed (the export extra)"),
     "torch-cuda": (_cuda_torch(), "torch has no CUDA device here"),
     "tensorrt": (_tensorrt(), "TensorRT or a CUDA device is missing (cannot be installed on the CPU machines)"),
 }
-TOLERANCE = {"onnxruntime": 0.0, "torch": 1e-4}  # max |logit difference| vs onnxruntime CPU; GPUs: 1e-2
+TOLERANCE = {"onnxruntime": 0.0, "torch": 1e-4, "openvino": 1e-4}  # max |logit difference| vs onnxruntime CPU; GPUs: 1e-2
 
 
 def _renamed_model(source: Path, target: Path) -> None:

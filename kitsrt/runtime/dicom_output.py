@@ -13,7 +13,7 @@ def seg_algorithm(package: ModelPackage) -> SegAlgorithm:
     """Name, kitsrt version and model SHA-256s of a package; ``demo`` when a model card says so."""
     from kitsrt import __version__
 
-    cards = [package.card(stage) for stage in (package.spec.coarse, package.spec.fine)]
+    cards = [package.card(network) for network in package.spec.networks().values()]
     demo = any("demo" in str(card.get("disclaimer", "")).lower() for card in cards)
     return SegAlgorithm(name=package.spec.name, version=__version__, model_sha256=dict(package.hashes), demo=demo)
 
