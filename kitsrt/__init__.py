@@ -4,7 +4,7 @@ The runtime (``kitsrt.io``, ``kitsrt.runtime``, ``kitsrt.engines``) never import
 needed only by ``kitsrt.models``, ``kitsrt.training`` and ``kitsrt.export``.
 """
 
-__version__ = "0.1.0"
+from kitsrt._version import __version__
 
 
 def __getattr__(name):

@@ -26,8 +26,8 @@ class TorchBackend(Backend):
         self._card: dict = {}
 
     def _load(self) -> None:
-        from kitsrt.export.weights import model_from_package
-        from kitsrt.training import require_torch
+        from kitsrt.models.weights import model_from_package
+        from kitsrt.models import require_torch
 
         torch = require_torch()
 

@@ -141,7 +141,7 @@ def build_seg(labels: np.ndarray, geometry: Geometry, instances: list, algorithm
     """A highdicom BINARY Segmentation of ``labels`` (uint8 (k, j, i), values 0/1/2) whose frames are
     the source ``instances`` (pydicom headers, sorted) they lie on. Empty frames are omitted."""
     hd = require_highdicom()
-    from kitsrt import __version__
+    from kitsrt._version import __version__
 
     if labels.max(initial=0) > TUMOR:
         raise InputError(f"label map holds value {int(labels.max())}; a SEG holds 1 kidney and 2 tumor only")

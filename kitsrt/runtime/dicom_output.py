@@ -11,7 +11,7 @@ from kitsrt.runtime.package import ModelPackage
 
 def seg_algorithm(package: ModelPackage) -> SegAlgorithm:
     """Name, kitsrt version and model SHA-256s of a package; ``demo`` when a model card says so."""
-    from kitsrt import __version__
+    from kitsrt._version import __version__
 
     cards = [package.card(network) for network in package.spec.networks().values()]
     demo = any("demo" in str(card.get("disclaimer", "")).lower() for card in cards)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import kitsrt
+from kitsrt._version import __version__
 from kitsrt.io import Geometry
 from kitsrt.runtime.postprocess import KIDNEY, TUMOR, count_components
 from kitsrt.runtime.voi import side_of
@@ -41,5 +41,5 @@ def build_report(source: str, geometry: Geometry, regions: list[dict], timings: 
         "pipeline": package.spec.name,
         "kind": package.spec.kind,
         "model_sha256": package.hashes,
-        "kitsrt_version": kitsrt.__version__,
+        "kitsrt_version": __version__,
     }
