@@ -15,7 +15,7 @@ import numpy as np
 
 from kitsrt.errors import InputError
 from kitsrt.io import SUPPORTED_SUFFIXES, Geometry, read_label_map
-from kitsrt.metrics import CaseScores, score_case
+from kitsrt.metrics import CaseScores, check_tolerance, score_case
 
 GEOMETRY_TOLERANCE = 1e-4  # mm (and unitless for direction cosines): float32 header round-off
 KITS_LAYOUT_NAMES = {"segmentation", "prediction", "imaging"}
@@ -66,6 +66,7 @@ def check_same_grid(a: Geometry, b: Geometry, a_name: str, b_name: str) -> None:
 
 
 def evaluate_pairs(pairs: list[tuple[str, Path, Path]], tolerance_mm: float) -> list[CaseScores]:
+    check_tolerance(tolerance_mm)
     scores = []
     for case, pred_path, ref_path in pairs:
         pred, ref = read_label_map(pred_path), read_label_map(ref_path)

@@ -18,11 +18,13 @@ boundary voxel counts once (no surfel-area weighting). The same empty-mask conve
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import SimpleITK as sitk
 
+from kitsrt.errors import InputError
 from kitsrt.masks import boundary, bounding_box
 
 KIDNEY_THRESHOLD = 0  # kidney region: label > 0
@@ -75,11 +77,18 @@ class CaseScores:
         return asdict(self)
 
 
+def check_tolerance(tolerance_mm: float) -> None:
+    """A surface-Dice tolerance must be a finite, positive distance in mm."""
+    if not (isinstance(tolerance_mm, (int, float)) and math.isfinite(tolerance_mm) and tolerance_mm > 0):
+        raise InputError(f"surface-Dice tolerance {tolerance_mm!r} mm: expected a finite number above 0")
+
+
 def score_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_kji: tuple[float, float, float],
                tolerance_mm: float = 2.0, case: str = "") -> CaseScores:
     """Score one predicted label map against its reference; both on the same grid, axes (k, j, i)."""
+    check_tolerance(tolerance_mm)
     if pred_labels.shape != ref_labels.shape:
-        raise ValueError(f"prediction shape {pred_labels.shape} != reference shape {ref_labels.shape}")
+        raise InputError(f"prediction shape {pred_labels.shape} != reference shape {ref_labels.shape}")
     kidney_pred, kidney_ref = pred_labels > KIDNEY_THRESHOLD, ref_labels > KIDNEY_THRESHOLD
     tumor_pred, tumor_ref = pred_labels > TUMOR_THRESHOLD, ref_labels > TUMOR_THRESHOLD
     kidney, tumor = dice(kidney_pred, kidney_ref), dice(tumor_pred, tumor_ref)

@@ -16,6 +16,7 @@ resamples onto explicit grids instead of reorienting the volume.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,29 @@ import SimpleITK as sitk
 
 from kitsrt.errors import InputError
 from kitsrt.io.dicom import DicomInfo, read_dicom_series
-from kitsrt.io.integrity import nifti_is_truncated
+from kitsrt.io.nifti_header import (
+    check_nifti_header,
+    count_non_finite,
+    is_gzip,
+    parse_nifti_header,
+    read_head,
+)
+from kitsrt.io.payload import (
+    check_compression_ratio,
+    check_deflate_bound,
+    check_gzip_payload,
+    check_plain_payload,
+)
+from kitsrt.io.text_header import data_location
+from kitsrt.io.validate import (
+    MAX_VOXELS,
+    check_finite_values,
+    check_geometry,
+    check_voxel_budget,
+    require_regular_file,
+)
 
+CT_MAX_COMPRESSION_RATIO = 100.0  # CT is noisy everywhere: 2-10:1 in practice
 SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 # Single-file formats only, so that one rename makes the output appear whole.
 OUTPUT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
@@ -88,7 +110,7 @@ class Geometry:
     def apply_to(self, image: sitk.Image) -> sitk.Image:
         """Stamp this geometry on ``image`` (whose size must match) and return it."""
         if tuple(image.GetSize()) != self.size:
-            raise ValueError(f"image size {image.GetSize()} does not match geometry size {self.size}")
+            raise InputError(f"image size {image.GetSize()} does not match geometry size {self.size}")
         image.SetSpacing(self.spacing_mm)
         image.SetOrigin(self.origin_mm)
         image.SetDirection(self.direction)
@@ -107,7 +129,7 @@ class Scan:
     def from_array(cls, array: np.ndarray, geometry: Geometry, source: str = "") -> Scan:
         """Wrap an array in (k, j, i) order on ``geometry``. The array is copied into ITK memory."""
         if tuple(array.shape) != geometry.array_shape:
-            raise ValueError(f"array shape {array.shape} != geometry array shape {geometry.array_shape}")
+            raise InputError(f"array shape {array.shape} != geometry array shape {geometry.array_shape}")
         return cls(geometry.apply_to(sitk.GetImageFromArray(array, isVector=False)), source)
 
     @property
@@ -141,7 +163,7 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def _check_volume(dimension: int, components: int, size: tuple[int, ...], path: Path) -> None:
+def _check_volume(dimension: int, components: int, size: tuple[int, ...], path) -> None:
     if dimension != 3:
         raise InputError(f"{path}: image is {dimension}-D; kitsrt needs a single 3-D volume")
     if components != 1:
@@ -151,12 +173,18 @@ def _check_volume(dimension: int, components: int, size: tuple[int, ...], path: 
         raise InputError(f"{path}: image size {tuple(size)} is a single slice; kitsrt needs a 3-D volume")
 
 
-def read_scan(path: str | os.PathLike, series_uid: str | None = None) -> Scan:
+def read_scan(path: str | os.PathLike, series_uid: str | None = None, *, allow_external_data: bool = False,
+              max_voxels: int = MAX_VOXELS, max_compression_ratio: float | None = None) -> Scan:
     """Read a NIfTI, NRRD or MetaImage file, or a DICOM series from a folder (found by content; with
     several series, the best-fitting CT series or ``series_uid``: see ``kitsrt.io.dicom``).
 
     Raises InputError, naming the file and the problem, for anything that is not a readable 3-D
-    scalar volume. The header is checked before the voxels are read.
+    scalar volume on a sane grid with finite values (bounds in ``kitsrt.io.validate``). Only
+    regular files are opened; every header field is checked, and the header's promise checked
+    against the file's real payload, before any voxel is read. MetaImage/NRRD data files must lie
+    in the header's folder unless ``allow_external_data``. Compressed data promising to expand
+    more than ``max_compression_ratio`` times is refused before it is decompressed (CT scans are
+    read with ``CT_MAX_COMPRESSION_RATIO``; label maps, mostly zeros, compress far more).
     """
     path = Path(path)
     if not path.exists():
@@ -166,22 +194,93 @@ def read_scan(path: str | os.PathLike, series_uid: str | None = None) -> Scan:
         if path.is_dir():
             image, dicom = read_dicom_series(path, series_uid)
         else:
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(path))
-            reader.ReadImageInformation()
-            _check_volume(reader.GetDimension(), reader.GetNumberOfComponents(), reader.GetSize(), path)
-            bytes_per_voxel = sitk.Image(1, 1, 1, reader.GetPixelID()).GetSizeOfPixelComponent()
-            if nifti_is_truncated(path, reader.GetSize(), bytes_per_voxel):
-                raise InputError(f"{path}: file is truncated (shorter than its header says); "
-                                 "copy or export it again")
+            require_regular_file(path)
+            reader = _check_file_header(path, allow_external_data, max_voxels, max_compression_ratio)
             image = reader.Execute()
+            _check_nifti_values(path)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = next((ln for ln in first if "ERROR" in ln or "rror" in ln), first[-1] if first else "")
         raise InputError(f"{path}: cannot read it as an image (truncated, corrupt or unsupported format): "
-                         f"{detail.strip()[:200]}") from None
-    _check_volume(image.GetDimension(), image.GetNumberOfComponentsPerPixel(), image.GetSize(), path)
+                         f"{itk_message(exc)}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    check_image(image, path)
     return Scan(image, source=str(path), dicom=dicom)
+
+
+SCALAR_PIXEL_TYPES = (sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32,
+                      sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64, sitk.sitkFloat32, sitk.sitkFloat64)
+
+
+def check_image(image: sitk.Image, where) -> None:
+    """Everything a 3-D scalar image must satisfy before kitsrt works on it: dimension, scalar
+    integer or float pixels, a sane grid (see ``kitsrt.io.validate``) and no NaN/Inf voxels."""
+    if not isinstance(image, sitk.Image):
+        raise InputError(f"{where}: expected a SimpleITK image inside the Scan, got {type(image).__name__}")
+    _check_volume(image.GetDimension(), image.GetNumberOfComponentsPerPixel(), image.GetSize(), where)
+    if image.GetPixelID() not in SCALAR_PIXEL_TYPES:
+        raise InputError(f"{where}: pixel type {image.GetPixelIDTypeAsString()} is not supported; "
+                         "kitsrt needs integer or float grey levels")
+    check_geometry(image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection(), where)
+    check_finite_values(sitk.GetArrayViewFromImage(image), where)
+
+
+def itk_message(exc: BaseException) -> str:
+    """ITK's multi-line exception text condensed to its one meaningful line (at most 200 characters)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    detail = next((ln.split("ERROR:", 1)[1] for ln in lines if "ERROR:" in ln), None)
+    if detail is None or not detail.strip():
+        detail = next((ln for ln in lines if "rror" in ln), lines[-1] if lines else "unknown ITK error")
+    detail = re.sub(r"\w+\(0x[0-9a-f]+\):\s*", "", detail)   # ITK object addresses
+    return " ".join(detail.split())[:200]
+
+
+def _check_nifti_values(path: Path) -> None:
+    """ITK reads NaN/Inf in a float NIfTI as 0: count them in the file itself."""
+    if _suffix(path) in (".nii", ".nii.gz"):
+        header = parse_nifti_header(read_head(path), path)
+        bad = count_non_finite(path, header)
+        if bad:
+            raise InputError(f"{path}: {bad} of {header.voxel_count} voxels are NaN or infinite; kitsrt does "
+                             "not segment them: replace them (e.g. with -1024 HU) and run again")
+
+
+def _check_file_header(path: Path, allow_external_data: bool, max_voxels: int,
+                       max_ratio: float | None) -> sitk.ImageFileReader:
+    """Check a file's header and payload, then return ITK's reader with only the header read."""
+    suffix = _suffix(path)
+    nifti = None
+    if suffix in (".nii", ".nii.gz"):
+        nifti = parse_nifti_header(read_head(path), path)
+        check_nifti_header(nifti, path)
+        check_voxel_budget(nifti.dims, nifti.bytes_per_voxel, path, max_voxels)
+    location = data_location(path, allow_external_data) if suffix in (".mha", ".mhd", ".nrrd", ".nhdr") else None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size, components = reader.GetSize(), reader.GetNumberOfComponents()
+    _check_volume(reader.GetDimension(), components, size, path)
+    stored_bytes = sitk.Image(1, 1, 1, reader.GetPixelID()).GetSizeOfPixelComponent() * components
+    check_voxel_budget(size, stored_bytes, path, max_voxels)
+    check_geometry(size, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), path)
+    if nifti is not None:
+        if is_gzip(path):
+            check_gzip_payload(path, nifti.payload_bytes, max_ratio)
+        else:
+            check_plain_payload(path, nifti.payload_bytes)
+    elif location is not None:
+        promised = int(np.prod(size, dtype=np.int64)) * stored_bytes
+        available = location.file.stat().st_size - location.offset
+        if location.encoding == "raw":
+            check_plain_payload(location.file, promised, location.offset)
+        elif location.encoding == "deflate":
+            check_deflate_bound(path, promised, available)
+            check_compression_ratio(path, promised, available, max_ratio)
+    return reader
+
+
+def read_ct(path: str | os.PathLike, series_uid: str | None = None) -> Scan:
+    """Read a CT scan: ``read_scan`` with the CT compression-ratio limit (bomb guard)."""
+    return read_scan(path, series_uid, max_compression_ratio=CT_MAX_COMPRESSION_RATIO)
 
 
 LABEL_VALUES = (0, 1, 2)  # background, kidney, tumor

@@ -26,7 +26,7 @@ from kitsrt.io import (
     check_output_path,
     check_written_geometry,
     is_dicom_folder,
-    read_scan,
+    read_ct,
     write_text_atomic,
 )
 from kitsrt.io.preview import render_views, volume_center_mm, write_png
@@ -127,7 +127,7 @@ def write_outputs(result: Result, scan, output: Path, report: Path | None, previ
     if report is not None:
         write_text_atomic(json.dumps(result.report, indent=2) + "\n", report, overwrite)
     if preview is not None:
-        ct = scan if isinstance(scan, Scan) else read_scan(scan)
+        ct = scan if isinstance(scan, Scan) else read_ct(scan)
         labels = Scan.from_array(result.labels, result.geometry)
         centers = preview_centers(result) or [volume_center_mm(ct)]
         write_png(render_views(ct, labels, centers), preview, overwrite)
@@ -178,7 +178,7 @@ def prefetched(paths: list[Path]) -> Iterator[tuple[Path, object]]:
     """Yield (path, Scan or the KitsrtError raised reading it), reading one scan ahead."""
     def read(path):
         try:
-            return read_scan(path)
+            return read_ct(path)
         except KitsrtError as exc:
             return exc
 

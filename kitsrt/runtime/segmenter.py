@@ -16,7 +16,7 @@ import numpy as np
 
 from kitsrt.engines import create_backend
 from kitsrt.errors import InputError
-from kitsrt.io import Geometry, Scan, read_scan, write_label_map
+from kitsrt.io import Geometry, Scan, check_image, read_ct, write_label_map
 from kitsrt.engines.base import Backend
 from kitsrt.runtime.kinds import kind_of
 from kitsrt.runtime.package import ModelPackage, load_package
@@ -65,9 +65,9 @@ def variant_path(package: ModelPackage, role: str, precision: str) -> Path:
 
 def check_looks_like_ct(scan: Scan) -> None:
     """Refuse scans whose values are not CT Hounsfield units (MR, PET, raw stored values)."""
+    where = scan.source or "scan"
     sample = scan.array[::4, ::4, ::4]
     low, high = float(sample.min()), float(sample.max())
-    where = scan.source or "scan"
     if low < CT_MIN_HU or high > CT_MAX_HU:
         raise InputError(f"{where}: values from {low:g} to {high:g} are outside the CT range "
                          f"[{CT_MIN_HU:g}, {CT_MAX_HU:g}] HU; kitsrt needs CT in Hounsfield units")
@@ -123,9 +123,14 @@ class Segmenter:
 
     def segment(self, scan: Scan | str | os.PathLike) -> Result:
         timings = Timings()
-        if not isinstance(scan, Scan):
+        if not isinstance(scan, (Scan, str, os.PathLike)):
+            raise InputError(f"segment() takes a kitsrt.io.Scan or a path, not {type(scan).__name__}; "
+                             "wrap an array with kitsrt.io.Scan.from_array(array_kji, geometry)")
+        if isinstance(scan, Scan):
+            check_image(scan.image, scan.source or "scan")
+        else:
             with timings.timer("read"):
-                scan = read_scan(scan)
+                scan = read_ct(scan)
         check_looks_like_ct(scan)
         spec = self.package.spec
         outcome = kind_of(spec).run(scan, spec, self.backends, timings)
