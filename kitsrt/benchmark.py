@@ -80,8 +80,10 @@ def cascade_child(scan_path: str, backend: str, precision: str, runs: int, threa
             stages["end_to_end"] = time.perf_counter() - start
             if run > 0:
                 per_run.append(stages)
+            kidney_found = result.kidney_found
+            del scan, result  # one scan at a time, as in `kitsrt infer`: the next read must not stack on this one
     return {"runs": per_run, "peak_rss_bytes": _peak_rss_bytes(), "backend": segmenter.backend_name,
-            "kidney_found": result.kidney_found}
+            "kidney_found": kidney_found}
 
 
 def decode_child(scan_path: str, runs: int) -> dict:
@@ -140,9 +142,9 @@ def sliding_window_child(scan_path: str, threads: int, windows: int, full: bool)
             "windows": count, "method": method, "grid_voxels": int(volume.size), "peak_rss_bytes": _peak_rss_bytes()}
 
 
-def run_child(function: str, *args) -> dict:
-    """Call one of the ``*_child`` functions above in a fresh Python process; return its dict."""
-    code = ("import json, sys; from kitsrt import benchmark as b; "
+def run_child(function: str, *args, module: str = "kitsrt.benchmark") -> dict:
+    """Call one of the ``*_child`` functions of ``module`` in a fresh Python process; return its dict."""
+    code = (f"import json, sys; import {module} as b; "
             f"print('KITSRT_BENCH ' + json.dumps(b.{function}(*json.loads(sys.argv[1]))))")
     done = subprocess.run([sys.executable, "-c", code, json.dumps(list(args))], capture_output=True, text=True)
     if done.returncode != 0:
@@ -249,6 +251,10 @@ def markdown_table(report: dict) -> str:
                 cells.append("" if s is None else f"{s['median_s']:.3f} ({s['p95_s']:.3f})")
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
         lines.append("")
+    if "throughput" in report:
+        from kitsrt.benchmark_throughput import throughput_table
+
+        lines.append(throughput_table(report["throughput"]))
     return "\n".join(lines)
 
 

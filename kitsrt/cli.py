@@ -541,6 +541,8 @@ def bench(
     full_baseline: bool = typer.Option(False, help="Run the sliding-window baseline over the whole scan (slow)."),
     work: Optional[Path] = typer.Option(None, help="Folder to keep the phantom scans between runs."),
     quick: bool = typer.Option(False, help="One tiny procedural case, for a smoke test."),
+    throughput: bool = typer.Option(False, "--throughput", help="Also time 10 median-size phantoms through one "
+                                    "loaded Segmenter, overlapped and one by one (scans per hour, CPU use)."),
 ):
     """Time the cascade per stage on phantoms at real KiTS19 geometries, next to the whole-scan
     sliding window (MONAI), the torch eager cascade and the bare decode, in one run.
@@ -568,7 +570,13 @@ def bench(
         scans = bench_scans(kits19, work or Path(tmp), quick)
         cases = [bench_case(name, path, configs, runs, threads, 1 if quick else baseline_windows, full_baseline,
                             progress=lambda text: err.print(text)) for name, path in scans]
-    report = {"machine": describe_machine(), "runs": runs, "threads": threads, "cases": cases}
+        report = {"machine": describe_machine(), "runs": runs, "threads": threads, "cases": cases}
+        if throughput:
+            from kitsrt.benchmark_throughput import bench_throughput, throughput_scans
+
+            paths = throughput_scans(kits19, work or Path(tmp), 2 if quick else 10, quick)
+            report["throughput"] = bench_throughput(paths, *configs[0], threads, 1 if quick else min(runs, 2),
+                                                    progress=lambda text: err.print(text))
     write_text_atomic(json.dumps(report, indent=2) + "\n", out / "bench.json", overwrite=True)
     table = markdown_table(report)
     write_text_atomic(table + "\n", out / "bench.md", overwrite=True)

@@ -15,7 +15,8 @@ pytest.importorskip("torch", reason="kitsrt bench needs the bench extra (torch)"
 
 
 def test_bench_quick_writes_json_markdown_and_plot(tmp_path):
-    result = CliRunner().invoke(app, ["bench", "--quick", "--runs", "1", "--threads", "1", "--out", str(tmp_path)])
+    result = CliRunner().invoke(app, ["bench", "--quick", "--runs", "1", "--threads", "1", "--throughput",
+                                      "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "bench.json").read_text())
     (case,) = report["cases"]
@@ -30,3 +31,8 @@ def test_bench_quick_writes_json_markdown_and_plot(tmp_path):
     assert "AMD" in report["machine"] or "cores" in report["machine"]
     assert (tmp_path / "bench.md").read_text().startswith("Machine:")
     assert (tmp_path / "bench.png").stat().st_size > 1000
+    throughput = report["throughput"]
+    for mode in ("one-by-one", "overlapped"):
+        best = throughput["best"][mode]
+        assert best["scans"] == 2 and best["scans_per_hour"] > 0 and 0 < best["cpu_utilisation"] <= 1.01
+    assert "scans/hour" in (tmp_path / "bench.md").read_text()

@@ -80,6 +80,11 @@ class Backend(ABC):
     def _close(self) -> None:
         return None
 
+    def release_memory(self) -> None:
+        """Give scratch memory (arenas, intermediate buffers) back between scans; the next ``infer``
+        allocates it again. A no-op where the backend keeps none."""
+        return None
+
     @abstractmethod
     def inputs(self) -> list[TensorInfo]: ...
 

@@ -135,6 +135,12 @@ class OpenVINOBackend(Backend):
             self._cache.move_to_end(shape)
             return entry
 
+    def release_memory(self) -> None:
+        """Free the intermediate buffers of every cached compiled shape (OpenVINO's ``release_memory``)."""
+        with self._cache_lock:
+            for entry in self._cache.values():
+                entry.compiled.release_memory()
+
     def _infer(self, feed):
         (array,) = feed.values()
         array = np.ascontiguousarray(array)

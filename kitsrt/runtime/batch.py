@@ -1,7 +1,9 @@
 """Inputs and outputs of `kitsrt infer`: which paths are scans, where each result goes, and the batch
-loop (models loaded once, the next scan read while the current one is segmented).
+loop (models loaded once, the next scan read and the previous results written while the current one
+is segmented).
 
-Concurrency lives here, at the edge, not inside the math: one reader thread prefetches scans.
+Concurrency lives here, at the edge, not inside the math: one reader thread prefetches one scan and
+one writer thread writes one case's outputs, so at most three scans are in memory at once.
 Every output path is checked before the first case runs; a case that fails is recorded in the
 summary and the batch goes on; a case whose label map and report both exist is skipped (resume)
 unless ``overwrite``.
@@ -190,9 +192,8 @@ def prefetched(paths: list[Path]) -> Iterator[tuple[Path, object]]:
             yield path, scan
 
 
-def run_case(segmenter: Segmenter, case: Case, scan: Scan) -> dict:
-    """Segment one scan and write (or replace) its outputs; the summary entry of a finished case."""
-    result = segmenter.segment(scan)
+def write_case(result: Result, case: Case) -> dict:
+    """Write (or replace) one case's label map, then its report; the summary entry of a finished case."""
     write_label_output(result, case.output, overwrite=True)
     write_text_atomic(json.dumps(result.report, indent=2) + "\n", case.report, overwrite=True)
     return {"status": "done", "output": str(case.output), "report": str(case.report),
@@ -203,7 +204,9 @@ def run_case(segmenter: Segmenter, case: Case, scan: Scan) -> dict:
 def run_batch(segmenter: Segmenter, cases: list[Case], overwrite: bool,
               on_case: Callable[[Case, dict], None]) -> list[dict]:
     """Run every case of a plan: skip finished ones (unless ``overwrite``), record a failing case
-    (unreadable, not CT, write error) with its one-line error and go on. One summary entry per case."""
+    (unreadable, not CT, write error) with its one-line error and go on. One summary entry per case.
+    A case's outputs are written in the background while the next scan is segmented; ``on_case``
+    runs once they exist (or its write failed)."""
     summaries = []
     todo = [c for c in cases if overwrite or not c.done]
     for case in cases:
@@ -211,16 +214,34 @@ def run_batch(segmenter: Segmenter, cases: list[Case], overwrite: bool,
             summaries.append({"case": case.name, "input": str(case.scan), "status": "skipped",
                               "reason": "outputs exist from an earlier run; pass --overwrite to redo"})
             on_case(case, summaries[-1])
-    for path, scan in prefetched([c.scan for c in todo]):
-        case = next(c for c in todo if c.scan == path)
-        entry = {"case": case.name, "input": str(path)}
+
+    def finish(case: Case, entry: dict, written=None) -> None:
         try:
-            if isinstance(scan, KitsrtError):
-                raise scan
-            entry.update(run_case(segmenter, case, scan))
+            if written is not None:
+                entry.update(written.result())
         except KitsrtError as exc:
             entry.update({"status": "failed", "error": str(exc), "exit_code": exc.exit_code})
         summaries.append(entry)
         on_case(case, entry)
+
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        writing = None  # (case, entry, future) of the write in flight
+        for path, scan in prefetched([c.scan for c in todo]):
+            case = next(c for c in todo if c.scan == path)
+            entry = {"case": case.name, "input": str(path)}
+            try:
+                if isinstance(scan, KitsrtError):
+                    raise scan
+                result = segmenter.segment(scan)
+            except KitsrtError as exc:
+                entry.update({"status": "failed", "error": str(exc), "exit_code": exc.exit_code})
+                finish(case, entry)
+                continue
+            if writing is not None:
+                finish(*writing)
+            writing = (case, entry, writer.submit(write_case, result, case))
+            del scan, result
+        if writing is not None:
+            finish(*writing)
     order = {c.name: i for i, c in enumerate(cases)}
     return sorted(summaries, key=lambda s: order[s["case"]])
