@@ -48,22 +48,24 @@ def volume(shape, seed=0) -> np.ndarray:
 
 
 @needs_openvino
-def test_matches_onnxruntime_and_compiles_each_shape_once(tiny):
-    with create_backend("openvino", tiny, threads=1) as ov, create_backend("onnxruntime", tiny, threads=1) as ort:
-        assert [(t.name, t.dtype) for t in ov.inputs()] == [("image", np.float32)]
-        assert ov.inputs()[0].shape == (None, 1, None, None, None)
-        for shape in ((8, 16, 24), (16, 8, 8), (8, 16, 24)):
+def test_matches_onnxruntime_and_compiles_shapes_that_come_back(tiny):
+    backend = create_backend("openvino", tiny, threads=1)
+    backend.static_after = 2
+    with backend, create_backend("onnxruntime", tiny, threads=1) as ort:
+        assert [(t.name, t.dtype) for t in backend.inputs()] == [("image", np.float32)]
+        assert backend.inputs()[0].shape == (None, 1, None, None, None)
+        for shape in ((8, 16, 24), (16, 8, 8), (8, 16, 24), (8, 16, 24)):
             x = volume(shape)
-            out = ov.infer({"image": x})["logits"]
+            out = backend.infer({"image": x})["logits"]
             assert out.shape == (1, 3, *shape) and out.dtype == np.float32
             np.testing.assert_allclose(out, ort.infer({"image": x})["logits"], rtol=1e-5, atol=1e-5)
-        assert ov.compiles == 2  # the third call reused the first shape's compiled model
+        assert backend.compiles == 1  # 8x16x24 on its second call; 16x8x8 came once and stayed dynamic
 
 
 @needs_openvino
-def test_compile_cache_is_bounded(tiny):
+def test_static_cache_is_bounded(tiny):
     backend = create_backend("openvino", tiny, threads=1)
-    backend.cached_shapes = 2
+    backend.static_after, backend.cached_shapes = 1, 2
     with backend:
         for size in (8, 16, 24, 8):
             backend.infer({"image": volume((size, 8, 8))})
@@ -90,9 +92,12 @@ def test_infer_from_four_threads_at_once(tiny):
 
 
 @needs_openvino
-def test_odd_shape_that_cannot_compile_is_a_one_line_exit_6(tiny):
-    with create_backend("openvino", tiny, threads=1) as backend:
-        with pytest.raises(BackendUnavailable, match=r"cannot compile it for input shape \[1, 2, 8, 8, 8\]") as err:
+@pytest.mark.parametrize("static_after", [1, 3])
+def test_odd_shape_that_cannot_run_is_a_one_line_exit_6(tiny, static_after):
+    backend = create_backend("openvino", tiny, threads=1)
+    backend.static_after = static_after  # 1: static compile fails; 3: the dynamic model refuses it
+    with backend:
+        with pytest.raises(BackendUnavailable, match=r"cannot (compile|run) it .*input shape \[1, 2, 8, 8, 8\]") as err:
             backend.infer({"image": np.zeros((1, 2, 8, 8, 8), np.float32)})  # the model takes 1 channel
     assert err.value.exit_code == 6 and "\n" not in str(err.value)
 
@@ -151,3 +156,12 @@ def test_demo_fine_net_precisions_follow_onnxruntime(phantom_voi, variant, runti
     assert agreement >= min_agreement
     if min_agreement == 1.0:
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
+def test_release_memory_between_calls_keeps_results(tiny, name):
+    x = volume((16, 24, 8))
+    with create_backend(name, tiny, threads=1) as backend:
+        before = backend.infer({"image": x})["logits"]
+        backend.release_memory()
+        np.testing.assert_array_equal(backend.infer({"image": x})["logits"], before)

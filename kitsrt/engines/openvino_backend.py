@@ -1,10 +1,14 @@
-"""OpenVINO CPU backend: the same ONNX files, compiled once per input shape.
+"""OpenVINO CPU backend: the same ONNX files, compiled once with dynamic shapes, and per static
+shape for shapes that come back.
 
 Loaders apart from the runner (after Polygraphy): ``read_model`` reads the ONNX file once,
-``compile_for_shape`` compiles it for one static input shape (OpenVINO picks its best kernels for a
-static shape), and the backend keeps the last few compiled shapes in a small LRU cache. The cascade's
-shapes vary per VOI, so the first call on a new shape pays a compile (0.1-0.4 s for the demo fine
-net); ``benchmarks/openvino_shapes.py`` measures that cost against the gain.
+``compile_for_shape`` compiles it for one static input shape. Measured on this project's machine
+(``benchmarks/openvino_shapes.py``): a static compile costs 0.4 s for the demo fine net and runs it
+15-25% faster than the dynamic-shape model (0.44 vs 0.54 s on a 168x104x104 VOI), but the cascade
+sees a new shape for every VOI and growth step (5 shapes per scan), so compiling every new shape
+costs more than it gains. The backend therefore runs a shape on the dynamic model until it has
+come ``static_after`` times (repeated geometries, the sliding window's patches) and only then
+compiles it statically, keeping the last ``cached_shapes`` such models.
 
 Precisions: ``fp32`` (inference precision forced to f32: OpenVINO's CPU default on a BF16-capable
 CPU is bf16, which would change results silently), ``bf16`` (a runtime precision of the FP32 file,
@@ -34,6 +38,11 @@ def require_openvino():
     except ImportError:
         raise BackendUnavailable(f"--backend openvino: the openvino package is not installed; {INSTALL_HINT}") from None
     return openvino
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def cpu_supports_bf16(core) -> bool:
@@ -78,20 +87,23 @@ class _Compiled:
 
 class OpenVINOBackend(Backend):
     """One ONNX file on OpenVINO's CPU plugin. ``infer`` is thread-safe: compiles happen under a
-    lock, and each concurrent call takes its own infer request from the shape's pool."""
+    lock, and each concurrent call takes its own infer request from the compiled model's pool."""
 
     name = "openvino"
 
-    def __init__(self, model_path: str, threads: int = 0, precision: str = "fp32", cached_shapes: int = 4):
+    def __init__(self, model_path: str, threads: int = 0, precision: str = "fp32", static_after: int = 3,
+                 cached_shapes: int = 4):
         super().__init__(model_path)
         if precision not in INFERENCE_PRECISIONS:
             raise BackendUnavailable(f"--backend openvino: precision {precision!r} is not a runtime precision; "
                                      f"choose one of {', '.join(INFERENCE_PRECISIONS)}")
         self.threads = threads
         self.precision = precision
+        self.static_after = static_after
         self.cached_shapes = cached_shapes
-        self.compiles = 0  # how many shapes were compiled so far (for benchmarks and tests)
-        self._core = self._model = None
+        self.compiles = 0  # static shapes compiled so far (for benchmarks and tests)
+        self._core = self._model = self._dynamic = None
+        self._seen: OrderedDict[tuple[int, ...], int] = OrderedDict()
         self._cache: OrderedDict[tuple[int, ...], _Compiled] = OrderedDict()
         self._cache_lock = threading.Lock()
 
@@ -105,46 +117,63 @@ class OpenVINOBackend(Backend):
         try:
             model = core.read_model(self.model_path)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for unreadable files
-            raise ModelPackageError(f"{self.model_path}: OpenVINO cannot read it "
-                                    f"({str(exc).strip().splitlines()[0][:200]})") from None
+            raise ModelPackageError(f"{self.model_path}: OpenVINO cannot read it ({_first_line(exc)})") from None
         if len(model.inputs) != 1:
             raise ModelPackageError(f"{self.model_path}: the OpenVINO backend runs single-input networks, "
                                     f"this one has {len(model.inputs)}")
-        self._core, self._model = core, model
+        try:
+            dynamic = core.compile_model(model, "CPU", compile_config(self.threads, self.precision))
+        except Exception as exc:
+            raise BackendUnavailable(f"{self.model_path}: OpenVINO cannot compile it ({_first_line(exc)}); "
+                                     "use --backend onnxruntime") from None
+        self._core, self._model, self._dynamic = core, model, _Compiled(dynamic)
 
     def _close(self) -> None:
         with self._cache_lock:
             self._cache.clear()
-        self._core = self._model = None
+            self._seen.clear()
+        self._core = self._model = self._dynamic = None
 
     def _compiled_for(self, shape: tuple[int, ...]) -> _Compiled:
+        """The static model of ``shape`` once it has come ``static_after`` times, else the dynamic one."""
         with self._cache_lock:
             entry = self._cache.get(shape)
-            if entry is None:
-                try:
-                    compiled = compile_for_shape(self._core, self._model, shape,
-                                                 compile_config(self.threads, self.precision))
-                except Exception as exc:
-                    raise BackendUnavailable(
-                        f"{self.model_path}: OpenVINO cannot compile it for input shape {list(shape)} "
-                        f"({str(exc).strip().splitlines()[0][:160]}); use --backend onnxruntime") from None
-                entry = self._cache[shape] = _Compiled(compiled)
-                self.compiles += 1
-                while len(self._cache) > self.cached_shapes:
-                    self._cache.popitem(last=False)  # in-flight requests keep their model alive
-            self._cache.move_to_end(shape)
+            if entry is not None:
+                self._cache.move_to_end(shape)
+                return entry
+            self._seen[shape] = self._seen.pop(shape, 0) + 1
+            while len(self._seen) > 64:
+                self._seen.popitem(last=False)
+            if self._seen[shape] < self.static_after:
+                return self._dynamic
+            try:
+                compiled = compile_for_shape(self._core, self._model, shape, compile_config(self.threads, self.precision))
+            except Exception as exc:
+                raise BackendUnavailable(f"{self.model_path}: OpenVINO cannot compile it for input shape "
+                                         f"{list(shape)} ({_first_line(exc)}); use --backend onnxruntime") from None
+            entry = self._cache[shape] = _Compiled(compiled)
+            self.compiles += 1
+            while len(self._cache) > self.cached_shapes:
+                self._cache.popitem(last=False)  # in-flight requests keep their model alive
             return entry
 
     def release_memory(self) -> None:
-        """Free the intermediate buffers of every cached compiled shape (OpenVINO's ``release_memory``)."""
+        """Free the intermediate buffers of the idle infer requests (OpenVINO's ``release_memory``)."""
         with self._cache_lock:
-            for entry in self._cache.values():
-                entry.compiled.release_memory()
+            for entry in [self._dynamic, *self._cache.values()]:
+                if entry is not None:
+                    entry.compiled.release_memory()
 
     def _infer(self, feed):
         (array,) = feed.values()
         array = np.ascontiguousarray(array)
-        outputs = self._compiled_for(tuple(array.shape)).infer(array)
+        try:
+            outputs = self._compiled_for(tuple(array.shape)).infer(array)
+        except BackendUnavailable:
+            raise
+        except Exception as exc:  # OpenVINO raises RuntimeError for shapes the network cannot take
+            raise BackendUnavailable(f"{self.model_path}: OpenVINO cannot run it on input shape {list(array.shape)} "
+                                     f"({_first_line(exc)}); use --backend onnxruntime") from None
         return {info.name: out for info, out in zip(self.outputs(), outputs)}
 
     def _info(self, ports) -> list[TensorInfo]:
