@@ -25,11 +25,12 @@ MAX_DEFLATE_RATIO = 1032
 _STEP = 1 << 20
 
 
-def check_plain_payload(path: Path, promised_bytes: int, offset: int = 0) -> None:
-    """An uncompressed file must hold ``promised_bytes`` after ``offset``."""
+def check_plain_payload(path: Path, promised_bytes: int, offset: int = 0, header: Path | None = None) -> None:
+    """An uncompressed file must hold ``promised_bytes`` after ``offset`` (``header``: the file naming it)."""
     available = path.stat().st_size - offset
     if available < promised_bytes:
-        raise InputError(f"{path}: file is truncated: its header promises {promised_bytes} bytes of voxels, "
+        where = f"{header}: its data file {path.name}" if header is not None and header != path else str(path)
+        raise InputError(f"{where} is truncated: the header promises {promised_bytes} bytes of voxels, "
                          f"the file holds {max(available, 0)}; copy or export it again")
 
 

@@ -271,7 +271,7 @@ def _check_file_header(path: Path, allow_external_data: bool, max_voxels: int,
         promised = int(np.prod(size, dtype=np.int64)) * stored_bytes
         available = location.file.stat().st_size - location.offset
         if location.encoding == "raw":
-            check_plain_payload(location.file, promised, location.offset)
+            check_plain_payload(location.file, promised, location.offset, path)
         elif location.encoding == "deflate":
             check_deflate_bound(path, promised, available)
             check_compression_ratio(path, promised, available, max_ratio)

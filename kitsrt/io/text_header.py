@@ -9,6 +9,8 @@ Only the first 64 KiB of a file are read to find its header.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +55,56 @@ def _header_lines(path: Path) -> tuple[list[tuple[str, str]], int]:
     return pairs, position
 
 
+MAX_DIMENSION = 4
+# MetaImage keys holding numbers, and how many (in multiples of NDims; 2 means NDims x NDims).
+META_VECTORS = {"dimsize": 1, "elementspacing": 1, "elementsize": 1, "offset": 1, "origin": 1, "position": 1,
+                "centerofrotation": 1, "transformmatrix": 2, "rotation": 2, "orientation": 2}
+
+
+def _numbers(text: str) -> list[float] | None:
+    try:
+        return [float(v) for v in text.replace(",", " ").replace("(", " ").replace(")", " ").split()]
+    except ValueError:
+        return None
+
+
+def _integer(text: str, low: int, high: int) -> int | None:
+    text = text.strip()
+    return int(text) if re.fullmatch(r"-?[0-9]{1,12}", text) and low <= int(text) <= high else None
+
+
+def check_text_header(pairs: list[tuple[str, str]], path: Path) -> None:
+    """Refuse counts and sizes that are not small positive integers before ITK parses them (ITK's
+    MetaImage reader crashes the process on ``NDims = 99999999999``)."""
+    keys = dict(pairs)
+    if path.suffix.lower() in (".mha", ".mhd"):
+        ndims = _integer(keys.get("ndims", ""), 1, MAX_DIMENSION)
+        if ndims is None:
+            raise InputError(f"{path}: MetaImage NDims {keys.get('ndims', '(missing)')[:40]!r} is not 1..{MAX_DIMENSION}")
+        for key, power in META_VECTORS.items():
+            if key in keys:
+                values = _numbers(keys[key])
+                if values is None or len(values) != ndims ** power:
+                    raise InputError(f"{path}: MetaImage {key} {keys[key][:60]!r} is not {ndims ** power} numbers")
+        sizes, channels = _numbers(keys.get("dimsize", "")), keys.get("elementnumberofchannels", "1")
+        count = _integer(channels, 1, 4)
+        if count is None:
+            raise InputError(f"{path}: MetaImage ElementNumberOfChannels {channels[:40]!r} is not 1..4")
+    else:
+        ndims = _integer(keys.get("dimension", ""), 1, MAX_DIMENSION)
+        if ndims is None:
+            raise InputError(f"{path}: NRRD dimension {keys.get('dimension', '(missing)')[:40]!r} is not 1..{MAX_DIMENSION}")
+        sizes = _numbers(keys.get("sizes", ""))
+        if sizes is None or len(sizes) != ndims:
+            raise InputError(f"{path}: NRRD sizes {keys.get('sizes', '(missing)')[:60]!r} are not {ndims} integers")
+    if not sizes or any(not math.isfinite(s) or s != int(s) or not 1 <= s <= 2**31 - 1 for s in sizes):
+        raise InputError(f"{path}: image sizes {sizes} must be whole numbers from 1 to 2**31-1")
+
+
 def data_location(path: Path, allow_external: bool = False) -> DataLocation:
-    """Find, confine and check the data of a MetaImage or NRRD header."""
+    """Check the header's counts and sizes, then find, confine and check its data file."""
     pairs, header_bytes = _header_lines(path)
+    check_text_header(pairs, path)
     keys = dict(pairs)
     if path.suffix.lower() in (".mha", ".mhd"):
         name = keys.get("elementdatafile", "")
@@ -73,7 +122,7 @@ def data_location(path: Path, allow_external: bool = False) -> DataLocation:
         raise InputError(f"{path}: its header names a list or pattern of data files ({name[:60]}); "
                          "not supported, convert the image to one file (.nii.gz, .nrrd or .mha)")
     data = confined(path, name, allow_external)
-    offset = int(skip) if skip.lstrip("-").isdigit() and int(skip) > 0 else 0
+    offset = _integer(skip, 0, 2**62) or 0
     return DataLocation(data, offset, encoding)
 
 
