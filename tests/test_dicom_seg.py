@@ -172,3 +172,17 @@ def test_dicom_input_defaults_to_seg_and_falls_back_to_nrrd_without_highdicom(tm
     assert result.exit_code in (0, 3), result.output
     assert "writing NRRD" in result.output and "kitsrt[dicom]" in result.output
     assert read_label_map(tmp_path / "series_seg.nrrd").geometry == scan.geometry
+
+
+@pytest.mark.parametrize("orientation", ["coronal", "sagittal, slices against the normal"])
+def test_cascade_seg_equals_nrrd_on_other_orientations(tmp_path, small_phantom, orientation):
+    from kitsrt.cli import app
+
+    folder, scan, _ = _series(tmp_path, small_phantom, ORIENTATIONS[orientation])
+    runner = CliRunner()
+    for name in ("seg.dcm", "seg.nrrd"):  # the format follows the suffix
+        result = runner.invoke(app, ["infer", str(folder), "-o", str(tmp_path / name), "--quiet"])
+        assert result.exit_code in (0, 3), result.output
+    nrrd = read_label_map(tmp_path / "seg.nrrd")
+    assert nrrd.geometry == scan.geometry and nrrd.array.max() > 0
+    assert np.array_equal(labels_from_seg(tmp_path / "seg.dcm", scan.geometry), nrrd.array)

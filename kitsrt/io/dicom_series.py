@@ -49,7 +49,7 @@ def ct_series_datasets(scan: Scan, patient_name: str = "KITSRT^PHANTOM", series_
     Pixel data is uint16 (HU + 1024, clipped) with RescaleIntercept -1024. The only patient attribute
     filled in is ``patient_name`` (a phantom name); IDs, birth date and sex stay empty.
     """
-    pydicom = require_pydicom()
+    require_pydicom()
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
@@ -90,7 +90,6 @@ def ct_series_datasets(scan: Scan, patient_name: str = "KITSRT^PHANTOM", series_
         ds.WindowCenter, ds.WindowWidth = "40", "400"
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
         datasets.append(ds)
-    del pydicom
     return datasets
 
 

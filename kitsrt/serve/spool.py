@@ -80,9 +80,11 @@ class SeriesSpool:
                 self._refused[series_uid] = time.monotonic()
                 raise Refused(OUT_OF_RESOURCES, f"series too large: limits are {self.limits.max_instances} "
                               f"instances and {self.limits.max_bytes} bytes per series")
-            _write_atomic(collection.folder / f"{_safe(sop_uid)}.dcm", data)
-            collection.instances += 1
-            collection.size_bytes += len(data)
+            path = collection.folder / f"{_safe(sop_uid)}.dcm"
+            if not path.exists():  # an instance sent twice is stored once
+                collection.instances += 1
+                collection.size_bytes += len(data)
+            _write_atomic(path, data)
             collection.last_arrival_s = time.monotonic()
             return collection
 
