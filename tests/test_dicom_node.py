@@ -56,9 +56,26 @@ def _variant(series, folder, keep=lambda i, ds: True, change=lambda i, ds: None)
     return folder, series_uid
 
 
-def test_series_in_seg_out_through_orthanc(tmp_path, ct_series):
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    """Orthanc on free loopback ports, accepting C-STORE only from AE KITSRT at 127.0.0.1."""
+    orthanc = Orthanc(tmp_path_factory.mktemp("orthanc"))
+    yield orthanc
+    orthanc.close()
+
+
+def _source_uid(series) -> str:
+    return str(pydicom.dcmread(next(series.iterdir()), stop_before_pixels=True).SeriesInstanceUID)
+
+
+def _seg_sources(pacs) -> list[str]:
+    """The source series UID each SEG stored in Orthanc references."""
+    return [str(pydicom.dcmread(io.BytesIO(pacs.instance_file(i))).ReferencedSeriesSequence[0].SeriesInstanceUID)
+            for series in pacs.series_by_modality("SEG") for i in series["Instances"]]
+
+
+def test_series_in_seg_out_through_orthanc(ct_series, pacs):
     series, labels = ct_series
-    pacs = Orthanc(tmp_path / "orthanc")
     node = None
     try:
         node = Node("--forward", f"{pacs.ae_title}@127.0.0.1:{pacs.dicom_port}", "--quiet-s", "1")
@@ -66,7 +83,7 @@ def test_series_in_seg_out_through_orthanc(tmp_path, ct_series):
         node.wait_for("echo", calling_ae="TESTER")
         sent = storescu(series, node.port)
         assert sent.returncode == 0, sent.stderr
-        source_uid = str(pydicom.dcmread(next(series.iterdir()), stop_before_pixels=True).SeriesInstanceUID)
+        source_uid = _source_uid(series)
         node.wait_for("forwarded", timeout_s=120, series=source_uid)
 
         (seg_series,) = pacs.series_by_modality("SEG")
@@ -81,7 +98,25 @@ def test_series_in_seg_out_through_orthanc(tmp_path, ct_series):
     finally:
         if node is not None:
             node.stop()
-        pacs.close()
+
+
+def test_forward_refused_by_the_pacs_is_kept(tmp_path, ct_series, pacs):
+    series, _ = _variant(ct_series[0], tmp_path / "series")
+    out = tmp_path / "out"
+    out.mkdir()
+    # Orthanc accepts C-STORE from AE KITSRT only: a node calling itself STRANGER is refused
+    node = Node("--ae-title", "STRANGER", "--forward", f"{pacs.ae_title}@127.0.0.1:{pacs.dicom_port}",
+                "--quiet-s", "1", "--forward-attempts", "2", "--forward-backoff-s", "0.2", "--out", str(out))
+    try:
+        assert storescu(series, node.port, called_ae="STRANGER").returncode == 0
+        source_uid = _source_uid(series)
+        gave_up = node.wait_for("forward_failed", series=source_uid, timeout_s=120)[0]
+        assert gave_up["destination"] == f"{pacs.ae_title}@127.0.0.1:{pacs.dicom_port}"
+        assert len(node.find("forward_retry", series=source_uid)) == 1  # 2 attempts: one retry
+        assert hd.seg.segread(gave_up["kept"]).ReferencedSeriesSequence[0].SeriesInstanceUID == source_uid
+        assert source_uid not in _seg_sources(pacs)
+    finally:
+        assert node.stop() == 0
 
 
 def test_bad_input_is_refused_and_the_node_keeps_serving(tmp_path, ct_series):

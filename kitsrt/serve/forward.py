@@ -60,7 +60,8 @@ def c_store(dataset, destination: Destination, calling_ae: str, timeout_s: float
             assoc.release()
     code = getattr(status, "Status", None)
     if code is None:
-        raise ForwardError(f"{destination}: no answer to C-STORE (timeout or aborted association)")
+        raise ForwardError(f"{destination}: C-STORE not answered: the destination aborted the association "
+                           "(refused this sender?) or timed out")
     if code != 0x0000 and not 0xB000 <= code <= 0xBFFF:
         raise ForwardError(f"{destination}: C-STORE failed with status 0x{code:04X}")
 
