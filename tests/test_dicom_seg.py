@@ -186,3 +186,11 @@ def test_cascade_seg_equals_nrrd_on_other_orientations(tmp_path, small_phantom, 
     nrrd = read_label_map(tmp_path / "seg.nrrd")
     assert nrrd.geometry == scan.geometry and nrrd.array.max() > 0
     assert np.array_equal(labels_from_seg(tmp_path / "seg.dcm", scan.geometry), nrrd.array)
+
+
+def test_empty_result_keeps_every_frame(tmp_path, small_phantom):
+    folder, scan, reference = _series(tmp_path, small_phantom, ORIENTATIONS["axial"])
+    instances = source_instances(folder, scan.geometry)
+    seg = build_seg(np.zeros_like(reference), scan.geometry, instances, ALGORITHM)
+    assert int(seg.NumberOfFrames) == 2 * len(instances)  # no kidney found: a SEG with empty frames, not none
+    assert not labels_from_seg(seg, scan.geometry).any()

@@ -154,7 +154,7 @@ def build_seg(labels: np.ndarray, geometry: Geometry, instances: list, algorithm
         software_versions=f"kitsrt {__version__}", device_serial_number="none",
         series_description="kitsrt kidney and tumor" + (" (demo model)" if algorithm.demo else ""),
         content_label="KIDNEYS", content_description="kidney and kidney tumor segmentation by kitsrt",
-        omit_empty_frames=True)
+        omit_empty_frames=bool(frames.any()))  # a SEG needs frames: an empty result keeps them all
 
 
 def write_seg(seg, path: str | os.PathLike, overwrite: bool = False) -> Path:
