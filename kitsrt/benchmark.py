@@ -163,28 +163,75 @@ def outside_networks(summary: dict) -> float:
     return summary["end_to_end"]["median_s"] - sum(summary[s]["median_s"] for s in NETWORK_STAGES if s in summary)
 
 
+def bench_configs(backends: list[str], precisions: list[str]) -> list[tuple[str, str]]:
+    """(backend, precision) pairs to time, in order: every backend with every precision it offers
+    (bf16 only where a backend applies it at run time; file precisions everywhere)."""
+    from kitsrt.engines import RUNTIME_PRECISIONS
+
+    return [(b, p) for b in backends for p in precisions
+            if p not in RUNTIME_PRECISIONS or b in RUNTIME_PRECISIONS[p]]
+
+
+def _networks_s(run: dict) -> float:
+    return sum(run.get(s, 0.0) for s in NETWORK_STAGES)
+
+
+def time_configs(case: str, scan_path: Path, keys: list[str], runs: int, rounds: int, threads: int,
+                 progress=print) -> dict:
+    """Every ``backend/precision`` in ``keys``, each in its own child process per round, the configs
+    interleaved round by round (so drift on a shared machine hits them alike): ``runs`` warm runs per
+    config in all. A config that cannot run here is recorded with its reason, not timed."""
+    per_round = max(1, -(-runs // rounds))
+    raw: dict[str, dict] = {k: {"runs": [], "peak_rss_bytes": 0} for k in keys}
+    for round_ in range(rounds):
+        for key in keys:
+            if "unavailable" in raw[key]:
+                continue
+            progress(f"{case}: cascade {key} (round {round_ + 1}/{rounds})")
+            try:
+                child = run_child("cascade_child", str(scan_path), *key.split("/"), per_round, threads)
+            except RuntimeError as exc:
+                raw[key]["unavailable"] = str(exc).strip().splitlines()[-1][:300]
+                continue
+            raw[key]["runs"] += child["runs"]
+            raw[key]["peak_rss_bytes"] = max(raw[key]["peak_rss_bytes"], child["peak_rss_bytes"])
+            raw[key].update(backend=child["backend"], kidney_found=child["kidney_found"])
+    results = {}
+    for key, r in raw.items():
+        if "unavailable" in r:
+            results[key] = {"unavailable": r["unavailable"]}
+            continue
+        stages = summarize(r["runs"])
+        stages["networks"] = {"median_s": float(np.median([_networks_s(x) for x in r["runs"]])),
+                              "p95_s": float(np.percentile([_networks_s(x) for x in r["runs"]], 95))}
+        results[key] = {"stages": stages, "peak_rss_bytes": r["peak_rss_bytes"], "backend": r["backend"],
+                        "kidney_found": r["kidney_found"], "runs": len(r["runs"])}
+    return results
+
+
 def bench_case(case: str, scan_path: Path, configs: list[tuple[str, str]], runs: int, threads: int,
-               baseline_windows: int, full_baseline: bool, progress=print) -> dict:
-    """All measurements of one case. ``configs`` lists (backend, precision); the first is the subject."""
+               baseline_windows: int, full_baseline: bool, progress=print, rounds: int = 1) -> dict:
+    """All measurements of one case. ``configs`` lists (backend, precision); the first is the subject.
+    Ratios to the subject (``vs_subject``) compare medians from the same interleaved rounds."""
     progress(f"{case}: decode")
     decode = run_child("decode_child", str(scan_path), runs)
-    results = {}
-    for backend, precision in configs + [("torch", "fp32")]:
-        key = f"{backend}/{precision}"
-        if key in results:
-            continue
-        progress(f"{case}: cascade {key}")
-        child = run_child("cascade_child", str(scan_path), backend, precision, runs, threads)
-        results[key] = {"stages": summarize(child["runs"]), "peak_rss_bytes": child["peak_rss_bytes"],
-                        "backend": child["backend"], "kidney_found": child["kidney_found"]}
+    keys = list(dict.fromkeys([f"{b}/{p}" for b, p in configs] + ["torch/fp32"]))
+    results = time_configs(case, scan_path, keys, runs, rounds, threads, progress)
     progress(f"{case}: baseline sliding window")
     window = run_child("sliding_window_child", str(scan_path), threads, baseline_windows, full_baseline)
-    subject = results[f"{configs[0][0]}/{configs[0][1]}"]
+    subject_key = keys[0]
+    subject = results[subject_key]
+    if "unavailable" in subject:
+        raise RuntimeError(f"{case}: the subject {subject_key} could not run: {subject['unavailable']}")
     e2e = subject["stages"]["end_to_end"]["median_s"]
     decode_s = float(np.median(decode["seconds"]))
+    for key, r in results.items():
+        if "stages" in r:
+            r["vs_subject"] = {s: r["stages"][s]["median_s"] / subject["stages"][s]["median_s"]
+                               for s in ("end_to_end", "networks")}
+            r["outside_networks_vs_decode"] = outside_networks(r["stages"]) / decode_s
     return {
-        "case": case, "input": str(scan_path), "voxels": decode["voxels"],
-        "subject": f"{configs[0][0]}/{configs[0][1]}",
+        "case": case, "input": str(scan_path), "voxels": decode["voxels"], "subject": subject_key,
         "speedup_vs_sliding_window": window["seconds"] / e2e,
         "speedup_vs_torch_eager": results["torch/fp32"]["stages"]["end_to_end"]["median_s"] / e2e,
         "outside_networks_vs_decode": outside_networks(subject["stages"]) / decode_s,
@@ -241,10 +288,21 @@ def markdown_table(report: dict) -> str:
                   f"than the torch eager cascade; outside the networks {case['outside_networks_vs_decode']:.2f}x "
                   f"the bare decode ({case['decode_s']:.2f} s); peak RSS {case['peak_rss_bytes'] / 2**30:.2f} GiB "
                   f"(budget {case['rss_budget_bytes'] / 2**30:.2f} GiB).", ""]
-        configs = list(case["configs"])
+        lines += ["| configuration | end to end (s) | networks (s) | end to end vs subject | networks vs subject "
+                  "| outside networks vs decode | peak RSS (GiB) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for key, r in case["configs"].items():
+            if "unavailable" in r:
+                lines.append(f"| {key} | not run: {r['unavailable']} | | | | | |")
+                continue
+            st = r["stages"]
+            lines.append(f"| {key} | {st['end_to_end']['median_s']:.2f} | {st['networks']['median_s']:.2f} | "
+                         f"{r['vs_subject']['end_to_end']:.2f} | {r['vs_subject']['networks']:.2f} | "
+                         f"{r['outside_networks_vs_decode']:.2f} | {r['peak_rss_bytes'] / 2**30:.2f} |")
+        lines.append("")
+        configs = [k for k, r in case["configs"].items() if "stages" in r]
         lines.append("| stage | " + " | ".join(configs) + " |")
         lines.append("| --- |" + " ---: |" * len(configs))
-        for stage in (*STAGES, "end_to_end"):
+        for stage in (*STAGES, "networks", "end_to_end"):
             cells = []
             for key in configs:
                 s = case["configs"][key]["stages"].get(stage)
@@ -270,6 +328,8 @@ def plot_png(report: dict, path: Path) -> bool:
     labels, rows = [], []
     for case in report["cases"]:
         for key, config in case["configs"].items():
+            if "stages" not in config:
+                continue
             labels.append(f"{case['case'].split(' ')[0]}\n{key}")
             rows.append([config["stages"].get(s, {"median_s": 0.0})["median_s"] for s in STAGES])
     data = np.array(rows)

@@ -175,9 +175,9 @@ def infer(
                                           help="Label map to write (one scan; default SCAN_seg.nii.gz beside it, "
                                                "SERIES_seg.nrrd for DICOM), or the output folder (batch)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model package folder (default: the bundled demo)."),
-    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime, openvino (the openvino extra), onnxruntime-cuda, torch or torch-cuda."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime, openvino (the openvino extra), onnxruntime-cuda, tensorrt, torch, torch-cuda, or auto (the fastest installed one that passes a parity check)."),
     threads: int = typer.Option(0, "--threads", help="Threads per network (0: the backend's default)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, or a variant made by `kitsrt quantize` (fp16, int8)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, a variant made by `kitsrt quantize` (fp16, int8), or bf16 (OpenVINO inference precision, gated by `kitsrt quantize --precision bf16`)."),
     series: Optional[str] = typer.Option(None, "--series", help="DICOM folder with several series: the Series "
                                                                 "Instance UID to read (default: the best-fitting CT series)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the report JSON here (batch: the summary)."),
@@ -459,7 +459,7 @@ def calibrate(
 @_user_errors
 def quantize(
     calibration: Path = typer.Option(..., "--calibration", help="Calibration set folder from `kitsrt calibrate`."),
-    precision: str = typer.Option("int8", help="int8 (Q/DQ) or fp16."),
+    precision: str = typer.Option("int8", help="int8 (Q/DQ), fp16, or bf16 (OpenVINO runtime precision: gate only, no file)."),
     method: str = typer.Option("minmax", help="INT8 calibration: minmax, entropy or percentile."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model package (default: demo); variants are written into it."),
     max_dice_drop: float = typer.Option(0.005, help="Refuse when composite Dice falls by more than this."),
@@ -471,7 +471,8 @@ def quantize(
     probe_inputs: int = typer.Option(4, help="INT8: calibration inputs the sensitivity search measures on."),
     threads: int = typer.Option(0, help="onnxruntime threads."),
 ):
-    """Make FP16 or INT8 Q/DQ variants of both networks and gate them on the held-out split.
+    """Make FP16 or INT8 Q/DQ variants of both networks and gate them on the held-out split (bf16:
+    gate OpenVINO's BF16 inference of the FP32 files and record it in <stage>.bf16.json).
 
     Writes <stage>.<precision>.onnx and its card (with a `gate` object) into the package; exit 5 and
     no file when the composite Dice drops by more than --max-dice-drop. INT8 runs a per-layer
@@ -479,10 +480,16 @@ def quantize(
 
     Example: kitsrt quantize --calibration calib/ --precision int8 --method entropy
     """
-    from kitsrt.calibration.variants import make_variants
+    from kitsrt.calibration.variants import gate_runtime_precision, make_variants
 
-    if precision not in ("int8", "fp16"):
-        raise InputError(f"--precision {precision!r}: expected int8 or fp16")
+    if precision not in ("int8", "fp16", "bf16"):
+        raise InputError(f"--precision {precision!r}: expected int8, fp16 or bf16")
+    if precision == "bf16":
+        gate = gate_runtime_precision(model, calibration, precision, max_dice_drop, force, threads)
+        err.print(f"bf16 (OpenVINO) gate on {gate['heldout_cases']} held-out cases: composite Dice delta "
+                  f"{gate['composite_dice_delta']:+.4f}, argmax agreement {gate['argmax_agreement']:.4f}, "
+                  f"{'passed' if gate['passed'] else 'FAILED (kept: --force)'}")
+        return
     from kitsrt.calibration.precision import METHODS
 
     if method not in METHODS:
@@ -536,11 +543,14 @@ def bench(
     runs: int = typer.Option(3, help="Warm runs per configuration (after one warm-up)."),
     threads: int = typer.Option(2, help="Threads per network, for every backend alike."),
     backends: str = typer.Option("onnxruntime", help="Comma-separated backends to time (torch eager is always the baseline)."),
-    precisions: str = typer.Option("fp32", help="Comma-separated precisions to time (fp32, fp16, int8)."),
+    precisions: str = typer.Option("fp32", help="Comma-separated precisions to time (fp32, fp16, int8, bf16); "
+                                   "each backend runs those it offers."),
     baseline_windows: int = typer.Option(6, help="Sliding-window baseline: windows timed before scaling to the full count."),
     full_baseline: bool = typer.Option(False, help="Run the sliding-window baseline over the whole scan (slow)."),
     work: Optional[Path] = typer.Option(None, help="Folder to keep the phantom scans between runs."),
     quick: bool = typer.Option(False, help="One tiny procedural case, for a smoke test."),
+    cases: str = typer.Option("", help="Comma-separated cases to run (small, median, largest; default all)."),
+    rounds: int = typer.Option(1, help="Interleave the configurations over this many rounds (each a fresh process)."),
     throughput: bool = typer.Option(False, "--throughput", help="Also time 10 median-size phantoms through one "
                                     "loaded Segmenter, overlapped and one by one (scans per hour, CPU use)."),
 ):
@@ -552,7 +562,7 @@ def bench(
     import json
     import tempfile
 
-    from kitsrt.benchmark import bench_case, bench_scans, describe_machine, markdown_table, plot_png
+    from kitsrt.benchmark import bench_case, bench_configs, bench_scans, describe_machine, markdown_table, plot_png
     from kitsrt.io import write_text_atomic
     from kitsrt.training import require_torch
 
@@ -565,12 +575,15 @@ def bench(
         out.mkdir(parents=True)
     default_kits = Path(__file__).resolve().parents[2] / "shared" / "data" / "kits19"
     kits19 = kits19 or (default_kits if default_kits.exists() else None)
-    configs = [(b, p) for b in backends.split(",") for p in precisions.split(",")]
+    configs = bench_configs(backends.split(","), precisions.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         scans = bench_scans(kits19, work or Path(tmp), quick)
-        cases = [bench_case(name, path, configs, runs, threads, 1 if quick else baseline_windows, full_baseline,
-                            progress=lambda text: err.print(text)) for name, path in scans]
-        report = {"machine": describe_machine(), "runs": runs, "threads": threads, "cases": cases}
+        if cases:
+            wanted = cases.split(",")
+            scans = [(name, path) for name, path in scans if name.split(" ")[0] in wanted]
+        results = [bench_case(name, path, configs, runs, threads, 1 if quick else baseline_windows, full_baseline,
+                              progress=lambda text: err.print(text), rounds=rounds) for name, path in scans]
+        report = {"machine": describe_machine(), "runs": runs, "rounds": rounds, "threads": threads, "cases": results}
         if throughput:
             from kitsrt.benchmark_throughput import bench_throughput, throughput_scans
 

@@ -158,3 +158,46 @@ def test_shipped_demo_variants_passed_their_gate_and_follow_fp32(precision, smal
     assert b.geometry == ct.geometry
     assert (a.labels == b.labels).mean() > 0.999
     assert score_case(b.labels, a.labels, labels.geometry.array_spacing_mm).kidney_dice > 0.97
+
+
+def _bf16_here() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return False
+    from kitsrt.engines.openvino_backend import cpu_supports_bf16, require_openvino
+
+    return cpu_supports_bf16(require_openvino().Core())
+
+
+needs_bf16 = pytest.mark.skipif(not _bf16_here(), reason="needs openvino and a CPU with native BF16")
+
+
+@needs_bf16
+def test_bf16_gate_writes_cards_only_and_unlocks_bf16(calibration_set, package):
+    from kitsrt.io import sha256_of
+
+    before = {p.name for p in package.glob("*.onnx")}
+    result = runner.invoke(app, ["quantize", "--calibration", str(calibration_set), "--model", str(package),
+                                 "--precision", "bf16", "--threads", "1", "--max-dice-drop", "1.0"])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in package.glob("*.onnx")} == before  # a runtime precision: no new file
+    for stage in ("coarse", "fine"):
+        card = json.loads((package / f"{stage}.bf16.json").read_text())
+        assert card["onnx_sha256"] == sha256_of(package / f"{stage}.onnx")
+        assert card["runtime_precision"]["backend"] == "openvino" and card["gate"]["backend"] == "openvino"
+        assert card["gate"]["heldout_cases"] == 2 and 0.99 < card["gate"]["argmax_agreement"] <= 1.0
+    with Segmenter.load(package, backend="openvino", precision="bf16", threads=1) as seg:
+        assert "bf16" in seg.backend_name
+
+
+def test_shipped_demo_bf16_cards_passed_their_gate_on_the_fp32_files():
+    from kitsrt.io import sha256_of
+
+    demo = demo_package_path()
+    for stage in ("coarse", "fine"):
+        card = json.loads((demo / f"{stage}.bf16.json").read_text())
+        assert card["precision"] == "bf16" and card["onnx_sha256"] == sha256_of(demo / f"{stage}.onnx")
+        gate = card["gate"]
+        assert gate["passed"] and gate["composite_dice_delta"] >= -gate["max_dice_drop"] == -0.005
+        assert gate["heldout_cases"] == 4 and gate["backend"] == "openvino"

@@ -165,3 +165,56 @@ def test_release_memory_between_calls_keeps_results(tiny, name):
         before = backend.infer({"image": x})["logits"]
         backend.release_memory()
         np.testing.assert_array_equal(backend.infer({"image": x})["logits"], before)
+
+
+def _segment_auto(small_case):
+    from kitsrt.runtime.segmenter import Segmenter
+
+    with Segmenter.load(backend="auto", threads=1) as segmenter:
+        return segmenter.backend_name, segmenter.segment(small_case[1]).report["backend_choice"]
+
+
+@needs_openvino
+def test_auto_picks_openvino_after_its_parity_check_and_says_so(small_case):
+    name, choice = _segment_auto(small_case)
+    assert name.startswith("openvino")
+    assert all(c["status"] == "skipped" and c["reason"] for c in choice[:-1])  # GPU backends, where absent
+    assert choice[-1] == {"backend": "openvino", "status": "chosen", "reason": "parity with onnxruntime CPU"}
+
+
+def test_auto_falls_back_to_onnxruntime_and_records_why(small_case, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    name, choice = _segment_auto(small_case)
+    assert name.startswith("onnxruntime")
+    skipped = {c["backend"]: c["reason"] for c in choice if c["status"] == "skipped"}
+    assert "kitsrt[openvino]" in skipped["openvino"]
+    assert "fell back to onnxruntime" in caplog.text
+
+
+@needs_openvino
+def test_auto_skips_a_backend_whose_outputs_disagree(small_case, monkeypatch):
+    from kitsrt.engines import auto
+
+    real = auto.parity_problem
+    monkeypatch.setattr(auto, "parity_problem", lambda candidate, reference, precision: (
+        "differs by 0.5" if candidate.name == "openvino" else real(candidate, reference, precision)))
+    name, choice = _segment_auto(small_case)
+    assert name.startswith("onnxruntime")
+    assert any(c["backend"] == "openvino" and "parity check failed" in c["reason"] for c in choice)
+
+
+def test_bf16_needs_openvino_and_a_gated_card(tmp_path):
+    import shutil
+
+    from kitsrt.errors import ModelPackageError
+    from kitsrt.runtime.package import demo_package_path
+    from kitsrt.runtime.segmenter import Segmenter
+
+    package = tmp_path / "demo"
+    shutil.copytree(demo_package_path(), package)
+    for card in package.glob("*.bf16.json"):
+        card.unlink()
+    with pytest.raises(BackendUnavailable, match="only openvino offers"):
+        Segmenter.load(package, precision="bf16")
+    with pytest.raises(ModelPackageError, match=r"no bf16 gate result .*kitsrt quantize --precision bf16"):
+        Segmenter.load(package, backend="openvino", precision="bf16")

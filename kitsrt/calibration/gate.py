@@ -23,10 +23,11 @@ from kitsrt.runtime.segmenter import Segmenter
 
 
 def stage_agreement(package: ModelPackage, stage_name: str, variant: Path, arrays: list[np.ndarray],
-                    threads: int = 0) -> dict:
+                    threads: int = 0, backend: str = "onnxruntime", runtime_precision: str = "fp32") -> dict:
+    """FP32 on onnxruntime vs ``variant`` on ``backend`` at ``runtime_precision`` (bf16: the FP32 file)."""
     stage = getattr(package.spec, stage_name)
     with create_backend("onnxruntime", str(package.model_path(stage)), threads) as fp32, \
-            create_backend("onnxruntime", str(variant), threads) as reduced:
+            create_backend(backend, str(variant), threads, runtime_precision) as reduced:
         agree = total = 0
         worst = 0.0
         for volume in arrays:
@@ -38,11 +39,12 @@ def stage_agreement(package: ModelPackage, stage_name: str, variant: Path, array
 
 
 def cascade_dice(package: ModelPackage, variants: dict[str, Path], set_folder: Path, manifest: dict,
-                 threads: int = 0) -> dict:
+                 threads: int = 0, backend: str = "onnxruntime", runtime_precision: str = "fp32") -> dict:
     """Composite Dice of FP32 and of the variant cascade on each held-out phantom with labels."""
     held_out = [e for e in manifest["sources"] if e["split"] == "holdout" and "labels" in e]
     fp32 = Segmenter.load(package.folder, threads=threads)
-    reduced = Segmenter.load(package.folder, threads=threads, model_files=variants)
+    reduced = Segmenter.load(package.folder, backend=backend, threads=threads, precision=runtime_precision,
+                             model_files=variants)
     rows = []
     try:
         for entry in held_out:
@@ -64,16 +66,20 @@ def cascade_dice(package: ModelPackage, variants: dict[str, Path], set_folder: P
 
 
 def run_gate(package: ModelPackage, variants: dict[str, Path], set_folder: Path, manifest: dict,
-             precision: str, method: str, max_dice_drop: float, threads: int = 0) -> dict:
-    """The ``gate`` object recorded in each variant's card; ``passed`` says whether it may ship."""
-    stages = {name: stage_agreement(package, name, path, stage_arrays(set_folder, manifest, name, "holdout"), threads)
+             precision: str, method: str, max_dice_drop: float, threads: int = 0, backend: str = "onnxruntime",
+             runtime_precision: str = "fp32") -> dict:
+    """The ``gate`` object recorded in each variant's card; ``passed`` says whether it may ship.
+    ``backend`` and ``runtime_precision`` run the variant side (bf16: openvino on the FP32 files)."""
+    stages = {name: stage_agreement(package, name, path, stage_arrays(set_folder, manifest, name, "holdout"), threads,
+                                    backend, runtime_precision)
               for name, path in variants.items()}
-    cascades = cascade_dice(package, variants, set_folder, manifest, threads)
+    cascades = cascade_dice(package, variants, set_folder, manifest, threads, backend, runtime_precision)
     mean = cascades["mean"]
     delta = None if mean["fp32_vs_truth"] is None else mean["variant_vs_truth"] - mean["fp32_vs_truth"]
     agreement = float(np.mean([s["argmax_agreement"] for s in stages.values()]))
     return {
         "precision": precision,
+        "backend": backend,
         "calibration_method": method if precision == "int8" else None,
         "heldout_cases": len(cascades["cases"]),
         "composite_dice_fp32": mean["fp32_vs_truth"],

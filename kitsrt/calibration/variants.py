@@ -143,3 +143,32 @@ def _install(package, stage_name: str, precision: str, tmp: Path, gate: dict, me
     card.pop("weights_sha256", None)
     os.replace(tmp, final)
     write_text_atomic(json.dumps(card, indent=2) + "\n", final.with_suffix(".json"), overwrite=True)
+
+
+def gate_runtime_precision(package_dir: Path | None, set_folder: Path, precision: str, max_dice_drop: float,
+                           force: bool, threads: int = 0, backend: str = "openvino") -> dict:
+    """Gate a runtime precision (bf16: OpenVINO computing the FP32 files in BF16) exactly like a
+    file variant, and record the result in ``<model>.<precision>.json`` beside each FP32 file (no new
+    ONNX file: the card names the FP32 file's SHA-256 and the backend). Returns the gate object."""
+    package = load_package(package_dir)
+    manifest = load_manifest(set_folder)
+    if manifest.get("coarse_sha256") != package.spec.coarse.sha256:
+        raise ModelPackageError(f"{set_folder}: calibration set's VOIs were placed by another coarse model "
+                                f"({manifest.get('coarse_sha256')}); rebuild it with `kitsrt calibrate` for this package")
+    files = {name: package.model_path(getattr(package.spec, name)) for name in STAGES}
+    gate = run_gate(package, files, set_folder, manifest, precision, None, max_dice_drop, threads, backend, precision)
+    if not gate["passed"] and not force:
+        raise AccuracyGateError(
+            f"{precision} on {backend} refused: composite Dice delta {gate['composite_dice_delta']} "
+            f"< -{max_dice_drop} on {gate['heldout_cases']} held-out cases (argmax agreement "
+            f"{gate['argmax_agreement']:.4f}); nothing written. Use --precision fp32, or --force")
+    for name, fp32 in files.items():
+        card = json.loads(fp32.with_suffix(".json").read_text())
+        card.update({"precision": precision, "onnx_sha256": sha256_of(fp32), "fp32_sha256": sha256_of(fp32),
+                     "runtime_precision": {"backend": backend, "inference_precision": precision,
+                                           "note": "no file of its own: the FP32 ONNX file, computed in this precision"},
+                     "gate": gate, "mixed_precision": None, "calibration": None})
+        card.pop("weights_sha256", None)
+        write_text_atomic(json.dumps(card, indent=2) + "\n", fp32.with_name(f"{fp32.stem}.{precision}.json"),
+                          overwrite=True)
+    return gate

@@ -13,16 +13,22 @@ BACKENDS = ("onnxruntime", "onnxruntime-cuda", "openvino", "tensorrt", "torch", 
 RUNTIME_PRECISIONS = {"bf16": ("openvino",)}  # precisions a backend applies at run time to the FP32 file
 
 
+def check_runtime_precision(name: str, runtime_precision: str) -> None:
+    """Exit 6 unless backend ``name`` (or ``auto``) offers ``runtime_precision``."""
+    offered = RUNTIME_PRECISIONS.get(runtime_precision, ())
+    if runtime_precision != "fp32" and name not in (*offered, "auto"):
+        raise BackendUnavailable(f"--precision {runtime_precision}: a runtime precision that only "
+                                 f"{', '.join(offered) or 'no backend'} offers, not {name}; "
+                                 f"add --backend {offered[0] if offered else 'openvino'}")
+
+
 def create_backend(name: str, model_path: str, threads: int = 0, runtime_precision: str = "fp32") -> Backend:
     """A not-yet-loaded backend of kind ``name`` for one model file.
 
     ``runtime_precision`` is ``fp32`` (compute in the file's own precision) or one of
     ``RUNTIME_PRECISIONS`` for the backends that offer it (exit 6 elsewhere).
     """
-    if runtime_precision != "fp32" and name not in RUNTIME_PRECISIONS.get(runtime_precision, ()):
-        raise BackendUnavailable(f"--precision {runtime_precision}: a runtime precision that only "
-                                 f"{', '.join(RUNTIME_PRECISIONS.get(runtime_precision, ())) or 'no backend'} "
-                                 f"offers, not {name}; add --backend openvino")
+    check_runtime_precision(name, runtime_precision)
     if name == "openvino":
         from kitsrt.engines.openvino_backend import OpenVINOBackend
 
@@ -43,7 +49,7 @@ def create_backend(name: str, model_path: str, threads: int = 0, runtime_precisi
         from kitsrt.engines.tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend(model_path, threads)
-    raise InputError(f"--backend {name!r}: unknown backend; choose one of {', '.join(BACKENDS)}")
+    raise InputError(f"--backend {name!r}: unknown backend; choose one of {', '.join(BACKENDS)} (or auto)")
 
 
-__all__ = ["BACKENDS", "RUNTIME_PRECISIONS", "Backend", "TensorInfo", "create_backend"]
+__all__ = ["BACKENDS", "RUNTIME_PRECISIONS", "check_runtime_precision", "Backend", "TensorInfo", "create_backend"]

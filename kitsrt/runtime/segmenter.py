@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kitsrt.engines import create_backend
+from kitsrt.engines import RUNTIME_PRECISIONS, check_runtime_precision, create_backend
+from kitsrt.engines.auto import load_auto
 from kitsrt.errors import InputError
 from kitsrt.io import Geometry, Scan, check_image, read_ct, write_label_map
 from kitsrt.engines.base import Backend
@@ -63,6 +64,26 @@ def variant_path(package: ModelPackage, role: str, precision: str) -> Path:
     return path
 
 
+def runtime_precision_file(package: ModelPackage, role: str, precision: str) -> Path:
+    """The FP32 file of a package's ``role`` network for a runtime precision (bf16): allowed only when
+    ``<model>.<precision>.json`` records its accuracy gate for exactly this file."""
+    import json
+
+    from kitsrt.errors import ModelPackageError
+    from kitsrt.io import sha256_of
+
+    base = package.model_path(package.network(role))
+    card = base.with_name(f"{base.stem}.{precision}.json")
+    if not card.exists():
+        raise ModelPackageError(f"{card}: no {precision} gate result in the package; run "
+                                f"`kitsrt quantize --precision {precision} --calibration calib/` first")
+    recorded = json.loads(card.read_text())
+    if recorded.get("onnx_sha256") != sha256_of(base) or "gate" not in recorded:
+        raise ModelPackageError(f"{card}: its gate was run on another {base.name}; run "
+                                f"`kitsrt quantize --precision {precision}` again")
+    return base
+
+
 def check_looks_like_ct(scan: Scan) -> None:
     """Refuse scans whose values are not CT Hounsfield units (MR, PET, raw stored values)."""
     where = scan.source or "scan"
@@ -80,10 +101,13 @@ def check_looks_like_ct(scan: Scan) -> None:
 class Segmenter:
     """A loaded package: ``backends`` maps each network role of the pipeline to a loaded backend."""
 
-    def __init__(self, package: ModelPackage, backends: dict[str, Backend], backend_name: str):
+    def __init__(self, package: ModelPackage, backends: dict[str, Backend], backend_name: str,
+                 backend_choice: list[dict] | None = None, release_memory: bool = True):
         self.package = package
         self.backends = backends
         self.backend_name = backend_name
+        self.backend_choice = backend_choice  # ``--backend auto``: every candidate tried and why
+        self.release_memory = release_memory  # backends give scratch memory back after each scan
 
     @classmethod
     def load(cls, package: str | os.PathLike | None = None, backend: str = "onnxruntime",
@@ -96,20 +120,28 @@ class Segmenter:
         pkg = load_package(Path(package) if package is not None else None)
         roles = pkg.spec.networks()
         files = {role: pkg.model_path(network) for role, network in roles.items()}
+        runtime = precision if precision in RUNTIME_PRECISIONS else "fp32"
+        check_runtime_precision(backend, runtime)
+        pick = runtime_precision_file if runtime != "fp32" else variant_path
         if precision != "fp32":
-            files = {role: variant_path(pkg, role, precision) for role in files}
+            files = {role: path if role in (model_files or {}) else pick(pkg, role, precision)
+                     for role, path in files.items()}
         files.update(model_files or {})
-        backends: dict[str, Backend] = {}
-        try:
-            for role in roles:
-                backends[role] = create_backend(backend, str(files[role]), threads).load()
-        except Exception:
-            for loaded in backends.values():
-                loaded.close()
-            raise
+        choice = None
+        if backend == "auto":
+            chosen, backends, choice = load_auto(files, threads, runtime)
+        else:
+            backends = {}
+            try:
+                for role in roles:
+                    backends[role] = create_backend(backend, str(files[role]), threads, runtime).load()
+            except Exception:
+                for loaded in backends.values():
+                    loaded.close()
+                raise
         first = next(iter(backends.values()))
-        name = first.describe() + ("" if precision == "fp32" else f", {precision}")
-        return cls(pkg, backends, name)
+        name = first.describe() + ("" if precision == "fp32" or runtime != "fp32" else f", {precision}")
+        return cls(pkg, backends, name, choice)
 
     def close(self) -> None:
         for backend in self.backends.values():
@@ -133,9 +165,16 @@ class Segmenter:
                 scan = read_ct(scan)
         check_looks_like_ct(scan)
         spec = self.package.spec
-        outcome = kind_of(spec).run(scan, spec, self.backends, timings)
+        try:
+            outcome = kind_of(spec).run(scan, spec, self.backends, timings)
+        finally:
+            if self.release_memory:
+                for backend in self.backends.values():
+                    backend.release_memory()
         report = build_report(scan.source, scan.geometry, outcome.regions, timings.as_dict(),
                               self.backend_name, self.package)
+        if self.backend_choice is not None:
+            report["backend_choice"] = self.backend_choice
         if scan.dicom is not None:
             report["dicom"] = scan.dicom.as_dict()
         return Result(outcome.labels, scan.geometry, report, tuple(outcome.extra.get("boxes", ())))
