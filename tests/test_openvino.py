@@ -218,3 +218,23 @@ def test_bf16_needs_openvino_and_a_gated_card(tmp_path):
         Segmenter.load(package, precision="bf16")
     with pytest.raises(ModelPackageError, match=r"no bf16 gate result .*kitsrt quantize --precision bf16"):
         Segmenter.load(package, backend="openvino", precision="bf16")
+
+
+@needs_openvino
+def test_release_memory_while_other_threads_infer(tiny):
+    inputs = [volume((32, 32, 16), seed=n) for n in range(6)]
+    with create_backend("openvino", tiny, threads=1) as backend:
+        expected = [backend.infer({"image": x})["logits"] for x in inputs]
+        results: dict[int, np.ndarray] = {}
+
+        def work(n):
+            results[n] = backend.infer({"image": inputs[n]})["logits"]
+            backend.release_memory()
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for n, want in enumerate(expected):
+        np.testing.assert_array_equal(results[n], want)

@@ -68,21 +68,33 @@ def compile_for_shape(core, model, shape: tuple[int, ...], config: dict):
 
 
 class _Compiled:
-    """One compiled shape and a lock-protected pool of idle infer requests (one per concurrent caller)."""
+    """One compiled model and a pool of idle infer requests (one per concurrent caller)."""
 
     def __init__(self, compiled):
         self.compiled = compiled
         self.idle: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._busy = 0  # requests running now
 
     def infer(self, array: np.ndarray) -> tuple[np.ndarray, ...]:
-        try:
-            request = self.idle.get_nowait()
-        except queue.Empty:
-            request = self.compiled.create_infer_request()
+        with self._lock:
+            self._busy += 1
+            try:
+                request = self.idle.get_nowait()
+            except queue.Empty:
+                request = self.compiled.create_infer_request()
         try:
             return request.infer({0: array}, share_inputs=True, share_outputs=False).to_tuple()
         finally:
-            self.idle.put(request)
+            with self._lock:
+                self._busy -= 1
+                self.idle.put(request)
+
+    def release_memory(self) -> None:
+        """Free the requests' intermediate buffers, unless one is running (then at the next chance)."""
+        with self._lock:
+            if self._busy == 0:
+                self.compiled.release_memory()
 
 
 class OpenVINOBackend(Backend):
@@ -162,7 +174,7 @@ class OpenVINOBackend(Backend):
         with self._cache_lock:
             for entry in [self._dynamic, *self._cache.values()]:
                 if entry is not None:
-                    entry.compiled.release_memory()
+                    entry.release_memory()
 
     def _infer(self, feed):
         (array,) = feed.values()
