@@ -14,6 +14,7 @@ from pathlib import Path
 from kitsrt.errors import ModelPackageError
 from kitsrt.io import sha256_of
 from kitsrt.runtime.pipeline import CascadeSpec, NestedSpec, NetworkSpec, load_pipeline
+from kitsrt.runtime.sliding_window_spec import SlidingWindowSpec
 
 
 def demo_package_path() -> Path:
@@ -26,7 +27,7 @@ class ModelPackage:
     """A checked package folder and its validated pipeline spec."""
 
     folder: Path
-    spec: CascadeSpec | NestedSpec
+    spec: CascadeSpec | NestedSpec | SlidingWindowSpec
 
     def model_path(self, network: NetworkSpec) -> Path:
         return self.folder / network.model

@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from kitsrt.errors import ModelPackageError
+from kitsrt.runtime.sliding_window_spec import SlidingWindowSpec
 
 SPEC_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
@@ -278,7 +279,7 @@ class NestedSpec(_Pipeline):
         return {"kidney": self.kidney, "tumor": self.tumor}
 
 
-PipelineSpec = Annotated[Union[CascadeSpec, NestedSpec], Field(discriminator="kind")]
+PipelineSpec = Annotated[Union[CascadeSpec, NestedSpec, SlidingWindowSpec], Field(discriminator="kind")]
 _ADAPTER = TypeAdapter(PipelineSpec)
 
 
@@ -319,10 +320,11 @@ def upgrade_v1(data: dict) -> dict:
 def _describe(error: dict) -> str:
     """One pydantic error as 'key.path: what was expected'."""
     loc = list(error["loc"])
-    if loc and loc[0] in ("cascade", "nested"):  # the union's tag
+    if loc and loc[0] in ("cascade", "nested", "sliding-window"):  # the union's tag
         loc = loc[1:]
     loc = [part for part in loc if part not in ("window-symmetric", "window-unit", "ct-zscore",
-                                                "largest-components", "drop-unless-touching", "fill-holes")]
+                                                "largest-components", "drop-unless-touching", "fill-holes",
+                                                "ct", "zscore", "none", "rescale-0-1")]
     if error["type"] == "union_tag_invalid":
         ctx = error["ctx"]
         loc.append(ctx["discriminator"].strip("'"))
@@ -341,7 +343,7 @@ def _describe(error: dict) -> str:
     return f"{key}: {message}"
 
 
-def parse_pipeline(data: dict, where: str = "pipeline.json") -> CascadeSpec | NestedSpec:
+def parse_pipeline(data: dict, where: str = "pipeline.json") -> CascadeSpec | NestedSpec | SlidingWindowSpec:
     """Validate a pipeline dict (any supported version) into a spec; ModelPackageError naming
     ``where``, the key and the expectation otherwise."""
     if not isinstance(data, dict):
@@ -364,7 +366,7 @@ def parse_pipeline(data: dict, where: str = "pipeline.json") -> CascadeSpec | Ne
         raise ModelPackageError(f"{where}: {_describe(errors[0])}{more}") from None
 
 
-def load_pipeline(path: Path) -> CascadeSpec | NestedSpec:
+def load_pipeline(path: Path) -> CascadeSpec | NestedSpec | SlidingWindowSpec:
     """Read and validate ``pipeline.json``."""
     try:
         data = json.loads(Path(path).read_text())

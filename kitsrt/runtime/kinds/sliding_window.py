@@ -1,0 +1,173 @@
+"""The ``sliding-window`` kind: one network (or an ensemble of folds) tiled over the whole scan at a
+per-axis target spacing, reproducing nnU-Net v2's ``nnUNetPredictor`` step by step:
+
+1. the scan as nnU-Net's SimpleITK reader sees it, (1, k, j, i) float32, spacing (k, j, i);
+   ``transpose_forward``; crop to the box of non-zero voxels;
+2. intensity normalisation (before resampling, as nnU-Net does), then resampling to the target
+   spacing (cubic, "separate z" with order 0 across an anisotropic axis);
+3. padding to the patch, tiles at step 0.5 of the patch, each tile's logits (averaged over the
+   mirrored copies when mirroring is on) weighted by a Gaussian (sigma 1/8 of the patch), summed
+   and divided by the summed weights; folds averaged (mean logits, as nnU-Net v2 does);
+4. logits resampled back to the cropped shape (linear), argmax (labels) or sigmoid > 0.5 in
+   ``regions_class_order`` (regions), pasted into the uncropped grid, ``transpose_backward``;
+   nnU-Net's label values mapped to kitsrt's (0 background, 1 kidney, 2 tumor).
+
+nnU-Net keeps the blended logits in float16 (its buffer is ``torch.half`` on every device) and
+resamples them as float16; ``logits_dtype: float16`` (the default for imported models) does the
+same, so the result matches nnU-Net's voxel for voxel; ``float32`` is the more precise option.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kitsrt.runtime import nnunet_ops as ops
+from kitsrt.runtime.kinds.base import KindResult
+from kitsrt.runtime.postprocess import count_components
+from kitsrt.runtime.sliding_window_spec import (
+    CtNormalization,
+    Fold,
+    Normalization,
+    Outputs,
+    RescaleTo01,
+    SlidingWindowSpec,
+    TripleMm,
+    ZScoreNormalization,
+)
+
+# -- the steps ----------------------------------------------------------------------------------------
+def normalize(data: np.ndarray, spec: Normalization) -> np.ndarray:
+    """nnU-Net's normalisation schemes on (1, a0, a1, a2) float32, in place where nnU-Net is."""
+    if isinstance(spec, CtNormalization):
+        np.clip(data, spec.clip[0], spec.clip[1], out=data)
+        data -= spec.mean
+        data /= max(spec.std, 1e-8)
+    elif isinstance(spec, ZScoreNormalization):
+        if spec.use_mask:
+            mask = ops.nonzero_mask(data)
+            values = data[0][mask]
+            data[0][mask] = (values - values.mean()) / max(values.std(), 1e-8)
+        else:
+            mean, std = data.mean(), data.std()
+            data -= mean
+            data /= max(std, 1e-8)
+    elif isinstance(spec, RescaleTo01):
+        data -= data.min()
+        data /= np.clip(data.max(), 1e-8, None)
+    return data
+
+
+def preprocess(array_kji: np.ndarray, spacing_kji_mm: TripleMm, spec: SlidingWindowSpec
+               ) -> tuple[np.ndarray, dict]:
+    """Scan array (k, j, i) -> network-ready (1, a0, a1, a2) float32, plus the record needed to
+    undo it (shapes, crop box, spacing), like nnU-Net's properties dict."""
+    data = array_kji.astype(np.float32)[None].transpose(0, *(a + 1 for a in spec.transpose_forward))
+    spacing = tuple(spacing_kji_mm[a] for a in spec.transpose_forward)
+    record = {"shape_before_cropping": data.shape[1:], "spacing_mm": spacing}
+    box = ops.nonzero_bbox(data) if spec.crop_to_nonzero else tuple((0, n) for n in data.shape[1:])
+    data = np.ascontiguousarray(data[(slice(None), *(slice(a, b) for a, b in box))])
+    record.update(bbox=box, shape_after_cropping=data.shape[1:])
+    data = normalize(data, spec.normalization)
+    shape = ops.new_shape(data.shape[1:], spacing, spec.target_spacing_mm)
+    r = spec.resampling_data
+    data = ops.resample(data, shape, spacing, spec.target_spacing_mm, r.order, r.order_z, r.force_separate_z)
+    return data, record
+
+
+def predict_tiles(volume: np.ndarray, spec: SlidingWindowSpec, predict) -> np.ndarray:
+    """Gaussian-weighted sliding window over (1, a0, a1, a2). ``predict`` maps a batch (N, 1, *patch)
+    to logits (N, C, *patch). Returns (C, a0, a1, a2) float32 logits."""
+    padded, unpad = ops.pad_to_patch(volume, spec.patch_size)
+    dtype = np.dtype(spec.logits_dtype)
+    weights = ops.gaussian_importance(spec.patch_size, spec.sigma_scale, dtype=dtype)
+    flips = ops.mirror_combinations(spec.mirror_axes) if spec.use_mirroring else []
+    logits = np.zeros((spec.outputs.channels, *padded.shape[1:]), dtype)
+    norm = np.zeros(padded.shape[1:], dtype)
+    starts = ops.sliding_window_steps(padded.shape[1:], spec.patch_size, spec.tile_step)
+    for corner in np.array(np.meshgrid(*starts, indexing="ij")).reshape(3, -1).T:
+        region = tuple(slice(int(s), int(s) + p) for s, p in zip(corner, spec.patch_size))
+        tile = padded[(slice(None), *region)][None]
+        batch = np.concatenate([tile] + [np.flip(tile, [a + 2 for a in axes]) for axes in flips])
+        out = predict(np.ascontiguousarray(batch, dtype=np.float32))
+        summed = out[0].copy()
+        for n, axes in enumerate(flips, start=1):
+            summed += np.flip(out[n], [a + 1 for a in axes])
+        summed /= len(flips) + 1
+        summed *= weights  # float32, as nnU-Net multiplies its float32 tile by the weights
+        logits[(slice(None), *region)] += summed  # float32 sum, rounded to the buffer's dtype
+        norm[region] += weights
+    logits /= norm
+    return logits[(slice(None), *unpad)]
+
+
+def to_labels(logits: np.ndarray, outputs: Outputs) -> np.ndarray:
+    """(C, ...) logits -> nnU-Net label values (uint8): argmax, or regions painted in order."""
+    if outputs.mode == "softmax":
+        return logits.argmax(0).astype(np.uint8)
+    labels = np.zeros(logits.shape[1:], np.uint8)
+    for channel, value in enumerate(outputs.regions_class_order):
+        probability = 1.0 / (1.0 + np.exp(-logits[channel].astype(np.float32)))
+        labels[probability > 0.5] = value
+    return labels
+
+
+def restore(logits: np.ndarray, record: dict, spec: SlidingWindowSpec) -> np.ndarray:
+    """Undo ``preprocess`` on the logits: resample to the cropped shape, labels, uncrop, transpose
+    back. Returns kitsrt labels (k, j, i) uint8 on the scan's grid."""
+    r = spec.resampling_probabilities
+    logits = ops.resample(logits, record["shape_after_cropping"], spec.target_spacing_mm, record["spacing_mm"],
+                          r.order, r.order_z, r.force_separate_z)
+    cropped = to_labels(logits, spec.outputs)
+    full = np.zeros(record["shape_before_cropping"], np.uint8)
+    full[tuple(slice(a, b) for a, b in record["bbox"])] = cropped
+    lookup = np.zeros(256, np.uint8)
+    for value, label in spec.outputs.label_map.items():
+        lookup[int(value)] = label
+    return np.ascontiguousarray(lookup[full].transpose(spec.transpose_backward))
+
+
+def segment_array(array_kji: np.ndarray, spacing_kji_mm: TripleMm, spec: SlidingWindowSpec,
+                  predictors: list, timings=None) -> np.ndarray:
+    """The whole pipeline on one array; ``predictors`` holds one ``predict`` callable per fold."""
+    from contextlib import nullcontext
+
+    def timer(stage):
+        return timings.timer(stage) if timings is not None else nullcontext()
+
+    with timer("preprocess"):
+        volume, record = preprocess(array_kji, spacing_kji_mm, spec)
+    with timer("network"):
+        logits = predict_tiles(volume, spec, predictors[0])
+        for predict in predictors[1:]:
+            logits += predict_tiles(volume, spec, predict)
+        if len(predictors) > 1:
+            logits /= len(predictors)
+    with timer("postprocess"):
+        return restore(logits, record, spec)
+
+
+def backend_predictor(backend, fold: Fold):
+    """A ``predict`` callable over one loaded backend."""
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return backend.infer({fold.input_name: batch})[fold.output_name]
+
+    return predict
+
+
+def run(scan, spec: SlidingWindowSpec, backends: dict, timings):
+    """The kind's entry point: ``run(scan, spec, backends, timings) -> KindResult``. ``backends``
+    maps each role of ``spec.networks()`` to a loaded backend."""
+    predictors = [backend_predictor(backends[role], fold) for role, fold in spec.networks().items()]
+    labels = segment_array(scan.array, scan.geometry.array_spacing_mm, spec, predictors, timings)
+    return KindResult(labels=labels, regions=whole_scan_region(labels, scan.geometry.voxel_volume_ml),
+                      extra={"folds": len(predictors), "mirroring": spec.use_mirroring})
+
+
+def whole_scan_region(labels: np.ndarray, voxel_ml: float) -> list[dict]:
+    """The report's entry for a whole-scan segmentation (no VOIs, no sides): kidney (kidney and
+    tumor) and tumor volumes in mL, tumor count; no entry when no kidney was found."""
+    counts = np.bincount(labels.ravel(), minlength=3)
+    if counts[1:3].sum() == 0:
+        return []
+    return [{"side": "both", "kidney_ml": round(float(counts[1]) * voxel_ml, 2),
+             "tumor_ml": round(float(counts[2]) * voxel_ml, 2), "tumor_count": count_components(labels == 2)}]

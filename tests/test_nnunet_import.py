@@ -1,0 +1,219 @@
+"""`kitsrt import nnunet`: a real (small) nnU-Net v2 model folder, built here with nnU-Net's own
+fingerprinting, planning, preprocessing and trainer, imported and run torch-free; its label map is
+compared with nnU-Net's own ``nnUNetPredictor`` on a held-out phantom.
+
+The held-out phantom has its slices along ITK axis i (nnU-Net plans ``transpose_forward`` [2, 0, 1])
+and an anisotropic spacing (2.5, 2.5, 9 mm vs the 6 x 6 x 8 mm target), so resampling runs nnU-Net's
+"separate z" path both ways; two folds are ensembled with mirroring on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from typer.testing import CliRunner
+
+from kitsrt.cli import app
+
+pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (pip install 'kitsrt[nnunet]')")
+torch = pytest.importorskip("torch")
+
+HERE = Path(__file__).resolve().parent
+runner = CliRunner()
+
+
+def run(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def _script(*args) -> str:
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent), nnUNet_compile="false")
+    done = subprocess.run([sys.executable, str(HERE / "nnunet_model.py"), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+
+@pytest.fixture(scope="session")
+def nnunet(tmp_path_factory):
+    """The model folder (regions, 2 folds), a held-out phantom, nnU-Net's prediction on it and the
+    imported package."""
+    sys.path.insert(0, str(HERE))
+    from nnunet_model import phantom_image
+
+    root = tmp_path_factory.mktemp("nnunet")
+    model_folder = Path(_script("build", root / "nnunet", "--regions"))
+    ct, truth = phantom_image(7, (22, 120, 116), (9.0, 2.5, 2.5))
+    image = root / "heldout_0000.nii.gz"
+    sitk.WriteImage(ct, str(image))
+    reference = root / "nnunet_pred.nii.gz"
+    _script("predict", model_folder, image, reference, "--folds", "0,1")
+    package = root / "package"
+    result = run("import", "nnunet", model_folder, "-o", package)
+    assert result.exit_code == 0, result.output
+    return SimpleNamespace(model_folder=model_folder, image=image, reference=reference, package=package,
+                           root=root)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
+
+
+def per_class_dice(ours: np.ndarray, ref: np.ndarray) -> dict[int, float]:
+    return {c: dice(ours == c, ref == c) for c in (1, 2)}
+
+
+def geometry(image: sitk.Image) -> tuple:
+    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+
+
+def kitsrt_labels(nnunet, **changes) -> np.ndarray:
+    """The imported pipeline on the held-out scan (onnxruntime), with spec fields changed."""
+    import onnxruntime as ort
+
+    from kitsrt.runtime.kinds.sliding_window import segment_array
+    from kitsrt.runtime.pipeline import load_pipeline
+
+    spec = load_pipeline(nnunet.package / "pipeline.json").model_copy(update=changes)
+    sessions = [ort.InferenceSession(str(nnunet.package / f.model), providers=["CPUExecutionProvider"])
+                for f in spec.folds]
+    predictors = [lambda batch, s=s: s.run(["logits"], {"image": batch})[0] for s in sessions]
+    image = sitk.ReadImage(str(nnunet.image))
+    return segment_array(sitk.GetArrayFromImage(image), image.GetSpacing()[::-1], spec, predictors)
+
+
+def test_package_reproduces_nnunet_predictor(nnunet, tmp_path):
+    out = tmp_path / "seg.nii.gz"
+    result = run("infer", nnunet.image, "--model", nnunet.package, "-o", out, "--report", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    ours, ref, scan = (sitk.ReadImage(str(p)) for p in (out, nnunet.reference, nnunet.image))
+    assert geometry(ours) == geometry(scan) == geometry(ref)
+    ours, ref = sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(ref)
+    counts = np.bincount(ref.ravel(), minlength=3)
+    assert counts[1] > 0.05 * ref.size and counts[2] > 0.02 * ref.size  # both labels present: a real test
+    scores = per_class_dice(ours, ref)
+    assert min(scores.values()) >= 0.995, scores
+    assert np.mean(ours == ref) >= 0.999
+    assert json.loads((tmp_path / "r.json").read_text())["kind"] == "sliding-window"
+
+
+@pytest.mark.parametrize("broken", ["normalization", "transpose", "label_map"])
+def test_a_broken_step_is_caught(nnunet, broken):
+    """The comparison above fails when one step is wrong (so it can fail at all)."""
+    from kitsrt.runtime.pipeline import load_pipeline
+
+    spec = load_pipeline(nnunet.package / "pipeline.json")
+    changes = {
+        "normalization": {"normalization": spec.normalization.model_copy(update={"mean": spec.normalization.mean
+                                                                                  + spec.normalization.std})},
+        "transpose": {"transpose_forward": (0, 1, 2), "transpose_backward": (0, 1, 2)},
+        "label_map": {"outputs": spec.outputs.model_copy(update={"label_map": {"0": 0, "1": 2, "2": 1}})},
+    }[broken]
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(nnunet.reference)))
+    scores = per_class_dice(kitsrt_labels(nnunet, **changes), ref)
+    assert min(scores.values()) < 0.995, scores
+
+
+def test_preprocessing_is_nnunets_bit_for_bit(nnunet):
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from kitsrt.runtime.kinds.sliding_window import preprocess
+    from kitsrt.runtime.pipeline import load_pipeline
+
+    plans = json.loads((nnunet.model_folder / "plans.json").read_text())
+    dataset = json.loads((nnunet.model_folder / "dataset.json").read_text())
+    manager = PlansManager(plans)
+    expected, _, props = DefaultPreprocessor(verbose=False).run_case(
+        [str(nnunet.image)], None, manager, manager.get_configuration("3d_fullres"), dataset)
+    image = sitk.ReadImage(str(nnunet.image))
+    spec = load_pipeline(nnunet.package / "pipeline.json")
+    got, record = preprocess(sitk.GetArrayFromImage(image), image.GetSpacing()[::-1], spec)
+    assert got.shape == expected.shape
+    assert np.array_equal(got, expected)
+    assert [list(b) for b in record["bbox"]] == [list(b) for b in props["bbox_used_for_cropping"]]
+
+
+def _copy_folder(nnunet, tmp_path, name: str | None = None) -> Path:
+    target = tmp_path / "Dataset501_KitsPhantom" / (name or nnunet.model_folder.name)
+    shutil.copytree(nnunet.model_folder, target)
+    return target
+
+
+def _edit_checkpoint(path: Path, edit) -> None:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    edit(checkpoint)
+    torch.save(checkpoint, path)
+
+
+def _edit_plans(folder: Path, edit) -> None:
+    plans = json.loads((folder / "plans.json").read_text())
+    edit(plans)
+    (folder / "plans.json").write_text(json.dumps(plans))
+
+
+class NotWeights:  # a pickled object that weights_only=True must refuse
+    pass
+
+
+BAD_FOLDERS = {
+    "not a folder": (lambda f: (shutil.rmtree(f), f.write_text("x")), "not a folder"),
+    "no plans.json": (lambda f: (f / "plans.json").unlink(), "not an nnU-Net v2 model folder"),
+    "nnU-Net v1": (lambda f: (f / "plans.json").rename(f / "plans.pkl"), "nnU-Net v1"),
+    "plans before 2.2": (lambda f: _edit_plans(f, lambda p: p["configurations"]["3d_fullres"].pop("architecture")),
+                         "nnU-Net < 2.2"),
+    "normalisation": (lambda f: _edit_plans(f, lambda p: p["configurations"]["3d_fullres"].update(
+        normalization_schemes=["MyNormalization"])), "normalization scheme 'MyNormalization'"),
+    "other configuration": (lambda f: _edit_checkpoint(f / "fold_0" / "checkpoint_final.pth", lambda c: c[
+        "init_args"].update(configuration="3d_lowres")), "trained for configuration '3d_lowres'"),
+    "weights do not fit": (lambda f: _edit_checkpoint(f / "fold_0" / "checkpoint_final.pth", lambda c: c[
+        "network_weights"].pop(next(iter(c["network_weights"])))), "missing key"),
+    "unsafe pickle": (lambda f: _edit_checkpoint(f / "fold_0" / "checkpoint_final.pth", lambda c: c.update(
+        logging=NotWeights())), "weights_only=True"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FOLDERS))
+def test_bad_model_folder_is_one_line_and_leaves_nothing(nnunet, tmp_path, case):
+    folder = _copy_folder(nnunet, tmp_path)
+    breaker, message = BAD_FOLDERS[case]
+    breaker(folder)
+    out = tmp_path / "pkg"
+    result = run("import", "nnunet", folder, "-o", out, "--folds", "0")
+    assert result.exit_code == 4, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) <= 2  # one line (rich may wrap it once)
+    assert not out.exists() and not list(tmp_path.glob(".pkg*"))
+
+
+def test_missing_fold_and_2d_configuration_are_refused(nnunet, tmp_path):
+    result = run("import", "nnunet", nnunet.model_folder, "-o", tmp_path / "pkg", "--folds", "0,3")
+    assert result.exit_code == 4 and "fold 3 has no checkpoint_final.pth" in result.output
+    folder = _copy_folder(nnunet, tmp_path, "nnUNetTrainer__nnUNetPlans__2d")
+    _edit_checkpoint(folder / "fold_0" / "checkpoint_final.pth",
+                     lambda c: c["init_args"].update(configuration="2d"))
+    result = run("import", "nnunet", folder, "-o", tmp_path / "pkg", "--folds", "0")
+    assert result.exit_code == 4 and "is 2D" in result.output
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_numpy_scalars_in_the_training_log_load_safely(nnunet, tmp_path):
+    """Real nnU-Net checkpoints log NumPy floats; the safe loader allows exactly those."""
+    folder = _copy_folder(nnunet, tmp_path)
+    _edit_checkpoint(folder / "fold_0" / "checkpoint_final.pth", lambda c: c.update(
+        _best_ema=np.float64(0.5), logging={"mean_fg_dice": [np.float64(0.1), np.float32(0.2)]}))
+    from kitsrt.export.nnunet_folder import load_checkpoint_safely
+
+    checkpoint = load_checkpoint_safely(folder / "fold_0" / "checkpoint_final.pth")
+    assert checkpoint["_best_ema"] == 0.5 and "network_weights" in checkpoint
