@@ -7,6 +7,7 @@ Every command turns a KitsrtError into a one-line message on stderr and its docu
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -30,13 +31,24 @@ def _user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from kitsrt.io.files import install_signal_cleanup
+
+        install_signal_cleanup()
         try:
             return command(*args, **kwargs)
         except KitsrtError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(_one_line(str(exc)))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # the machine refused: permissions, disk full, a folder where a file was meant
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(f"[bold red]error:[/] {escape(_one_line(where + (exc.strerror or str(exc))))}", soft_wrap=True)
+            raise typer.Exit(InputError.exit_code) from None
 
     return wrapper
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _triple(text: str, what: str, cast=float) -> tuple:
@@ -44,9 +56,18 @@ def _triple(text: str, what: str, cast=float) -> tuple:
         values = tuple(cast(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != 3 or any(v <= 0 for v in values):
-        raise InputError(f"--{what} {text!r}: expected three positive numbers separated by commas, e.g. 2.5,2.5,5")
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"--{what} {text!r}: expected three finite positive numbers separated by commas, "
+                         "e.g. 2.5,2.5,5")
     return values
+
+
+def _finite(value: float, what: str, low: float | None = None, high: float | None = None) -> float:
+    """A float option: finite and within [low, high] (typer's FloatRange lets NaN through)."""
+    if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+        bounds = f" in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise InputError(f"--{what} {value}: expected a finite number{bounds}")
+    return value
 
 
 @app.command()
@@ -57,7 +78,7 @@ def phantom(
                                                             "folder with --format dicom."),
     output_format: str = typer.Option("image", "--format", help="image (by the output's suffix) or dicom "
                                                                 "(a CT series folder; needs the dicom extra)."),
-    seed: int = typer.Option(0, help="Random seed; the same seed gives the same phantom."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Random seed; the same seed gives the same phantom."),
     procedural: bool = typer.Option(False, help="Draw random kidneys and tumors instead of reading LABEL."),
     size: str = typer.Option("256,256,96", help="Procedural grid size i,j,k (voxels)."),
     spacing: str = typer.Option("1.6,1.6,3.0", help="Procedural spacing i,j,k (mm)."),
@@ -84,6 +105,9 @@ def phantom(
         check_output_path(label_out, overwrite)
     if preview is not None:
         check_output_path(preview, overwrite, (".png",))
+    from kitsrt.io.outputs import check_outputs_apart
+
+    check_outputs_apart([output, label_out, preview], [label] if label is not None else [])
     labels = (procedural_label_map(_triple(size, "size", int), _triple(spacing, "spacing"), seed)
               if procedural else read_label_map(label))
     ct = synthesize_ct(labels, seed)
@@ -128,7 +152,7 @@ def _write_phantom_preview(ct, labels, path: Path, overwrite: bool) -> None:
 def evaluate(
     prediction: Path = typer.Argument(..., help="Predicted label map, or a folder of them."),
     reference: Path = typer.Argument(..., help="Reference label map, or a folder of them (paired by case name)."),
-    tolerance_mm: float = typer.Option(2.0, help="Surface-Dice tolerance in mm."),
+    tolerance_mm: float = typer.Option(2.0, min=0.0, help="Surface-Dice tolerance in mm (finite, above 0)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write per-case and mean scores as JSON."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write per-case scores as CSV."),
     overwrite: bool = typer.Option(False, help="Replace existing output files."),
@@ -141,12 +165,18 @@ def evaluate(
     from kitsrt.evaluate import evaluate_pairs, mean_scores, pair_cases, scores_csv, scores_json
     from kitsrt.io import write_text_atomic
 
-    for path in (json_out, csv_out):
-        if path is not None and path.exists() and not overwrite:
-            raise InputError(f"{path}: output already exists; pass --overwrite to replace it")
+    from kitsrt.io import check_output_path
+    from kitsrt.io.outputs import check_outputs_apart
+    from kitsrt.metrics import check_tolerance
+
+    check_tolerance(tolerance_mm)
+    for path, suffix in ((json_out, ".json"), (csv_out, ".csv")):
+        if path is not None:
+            check_output_path(path, overwrite, (suffix,))
     for path in (prediction, reference):
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
+    check_outputs_apart([json_out, csv_out], [prediction, reference])
     scores = evaluate_pairs(pair_cases(prediction, reference), tolerance_mm)
     table = Table(title=f"KiTS19 Dice (surface Dice at {tolerance_mm:g} mm)")
     for column in ("case", "kidney", "tumor", "composite", "kidney SD", "tumor SD"):
@@ -176,7 +206,7 @@ def infer(
                                                "SERIES_seg.nrrd for DICOM), or the output folder (batch)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model package folder (default: the bundled demo)."),
     backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime, openvino (the openvino extra), onnxruntime-cuda, tensorrt, torch, torch-cuda, or auto (the fastest installed one that passes a parity check)."),
-    threads: int = typer.Option(0, "--threads", help="Threads per network (0: the backend's default)."),
+    threads: int = typer.Option(0, "--threads", min=0, max=256, help="Threads per network (0: the backend's default)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, a variant made by `kitsrt quantize` (fp16, int8), or bf16 (OpenVINO inference precision, gated by `kitsrt quantize --precision bf16`)."),
     series: Optional[str] = typer.Option(None, "--series", help="DICOM folder with several series: the Series "
                                                                 "Instance UID to read (default: the best-fitting CT series)."),
@@ -220,6 +250,8 @@ def infer(
         if series is not None or preview is not None:
             raise InputError("--series and --preview apply to one scan; run that scan on its own")
         cases = plan_batch(paths, output)
+    _check_infer_outputs(paths, model, [target] if single else [c.output for c in cases] + [c.report for c in cases],
+                         report, preview)
     with Segmenter.load(model, backend=backend, threads=threads, precision=precision) as segmenter:
         if single:
             write_labels = _seg_writer(paths[0], segmenter) if dicom_seg else Result.write
@@ -234,6 +266,16 @@ def infer(
     if any(not s["kidney_found"] for s in summaries if s["status"] == "done"):
         raise NoKidneyFound("no kidney found in: " + ", ".join(
             s["case"] for s in summaries if s["status"] == "done" and not s["kidney_found"]))
+
+
+def _check_infer_outputs(paths, model, outputs, report, preview) -> None:
+    """No output may be a scan, a package file or another output (same resolved path or inode)."""
+    from kitsrt.io.outputs import check_outputs_apart
+    from kitsrt.runtime.package import demo_package_path
+
+    package = model if model is not None else demo_package_path()
+    package_files = [p for p in package.iterdir() if p.is_file()] if package.is_dir() else []
+    check_outputs_apart([*outputs, report, preview], [*paths, *package_files])
 
 
 def _wants_dicom_seg(output_format: str, one_dicom_series: bool, output: Optional[Path]) -> bool:
@@ -268,11 +310,11 @@ def _infer_one(segmenter, path: Path, series, target: Path, report, preview, ove
                write_labels) -> None:
     import time
 
-    from kitsrt.io import read_scan
+    from kitsrt.io import read_ct
     from kitsrt.runtime.batch import write_outputs
 
     start = time.perf_counter()
-    scan = read_scan(path, series)
+    scan = read_ct(path, series)
     read_s = time.perf_counter() - start
     result = segmenter.segment(scan)
     result.report["timings_s"] = {"read": round(read_s, 4), **result.report["timings_s"]}
@@ -330,13 +372,13 @@ def train(
     stage: str = typer.Option(..., help="coarse (6 mm, whole scan) or fine (1 mm, kidney VOIs)."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for checkpoint.pt and config.json."),
     exclude: str = typer.Option("", help="Comma-separated cases to hold out (never trained on)."),
-    steps: int = typer.Option(300, help="Optimizer steps."),
-    batch_size: int = typer.Option(2, help="Crops per step."),
+    steps: int = typer.Option(300, min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(2, min=1, max=1024, help="Crops per step."),
     crop: str = typer.Option("64,64,64", help="Training crop z,y,x in voxels (multiple of the divisibility)."),
     preset: Optional[str] = typer.Option(None, help="Network preset (coarse, fine, tiny); default: the stage's."),
     learning_rate: float = typer.Option(2e-3, help="Adam learning rate (cosine-decayed)."),
-    seed: int = typer.Option(0, help="Random seed."),
-    threads: int = typer.Option(2, help="CPU threads for torch."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Random seed."),
+    threads: int = typer.Option(2, min=1, max=256, help="CPU threads for torch."),
     cache: Optional[Path] = typer.Option(None, help="Folder caching the preprocessed volumes between runs."),
     resume: bool = typer.Option(False, help="Continue from output/checkpoint.pt."),
 ):
@@ -355,6 +397,7 @@ def train(
 
     if stage not in ("coarse", "fine"):
         raise InputError(f"--stage {stage!r}: expected coarse or fine")
+    _finite(learning_rate, "learning-rate", 1e-8, 10.0)
     config = preset_config(stage, preset, steps=steps, batch_size=batch_size, crop=_triple(crop, "crop", int),
                            learning_rate=learning_rate, seed=seed, threads=threads)
     if any(c % config.model.divisibility for c in config.crop):
@@ -428,11 +471,11 @@ def calibrate(
     output: Path = typer.Option(..., "-o", "--output", help="New folder for the calibration set."),
     cases: Optional[Path] = typer.Option(None, "--cases", help="KiTS-layout folder (case_*/segmentation.nii.gz "
                                                                "[+ imaging.nii.gz]; phantoms where imaging is missing)."),
-    procedural: int = typer.Option(0, help="Add N procedural phantom cases."),
+    procedural: int = typer.Option(0, min=0, max=10_000, help="Add N procedural phantom cases."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model package whose coarse net places the VOIs (default: demo)."),
-    holdout: float = typer.Option(0.25, help="Share of cases held out for the accuracy gate."),
-    seed: int = typer.Option(0, help="Seed for the hold-out split and procedural cases."),
-    threads: int = typer.Option(0, help="onnxruntime threads."),
+    holdout: float = typer.Option(0.25, min=0.0, max=1.0, help="Share of cases held out for the accuracy gate."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed for the hold-out split and procedural cases."),
+    threads: int = typer.Option(0, min=0, max=256, help="onnxruntime threads."),
 ):
     """Build a calibration set: coarse 6 mm inputs and fine 1 mm VOIs drawn through the runtime's
     own preprocessing (VOIs placed by the package's coarse network), with a manifest.
@@ -443,7 +486,8 @@ def calibrate(
     from kitsrt.engines import create_backend
     from kitsrt.runtime.package import load_package
 
-    if output.exists() and any(output.iterdir()):
+    _finite(holdout, "holdout", 0.0, 1.0)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise InputError(f"{output}: folder exists and is not empty; choose a new folder")
     package = load_package(model)
     sources = phantom_sources(cases, procedural, seed)
@@ -462,14 +506,14 @@ def quantize(
     precision: str = typer.Option("int8", help="int8 (Q/DQ), fp16, or bf16 (OpenVINO runtime precision: gate only, no file)."),
     method: str = typer.Option("minmax", help="INT8 calibration: minmax, entropy or percentile."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model package (default: demo); variants are written into it."),
-    max_dice_drop: float = typer.Option(0.005, help="Refuse when composite Dice falls by more than this."),
+    max_dice_drop: float = typer.Option(0.005, min=0.0, max=1.0, help="Refuse when composite Dice falls by more than this."),
     force: bool = typer.Option(False, help="Keep the variant even when the gate fails (recorded in its card)."),
     ops: str = typer.Option("Conv,ConvTranspose,Add", help="INT8: op types to quantize (TensorRT fuses these)."),
     target_agreement: float = typer.Option(
         0.99, help="INT8: keep the most sensitive layers in float until each stage's labels on calibration "
                    "inputs agree with FP32 at least this much (worst class Dice); 0 quantizes every layer."),
-    probe_inputs: int = typer.Option(4, help="INT8: calibration inputs the sensitivity search measures on."),
-    threads: int = typer.Option(0, help="onnxruntime threads."),
+    probe_inputs: int = typer.Option(4, min=1, max=1000, help="INT8: calibration inputs the sensitivity search measures on."),
+    threads: int = typer.Option(0, min=0, max=256, help="onnxruntime threads."),
 ):
     """Make FP16 or INT8 Q/DQ variants of both networks and gate them on the held-out split (bf16:
     gate OpenVINO's BF16 inference of the FP32 files and record it in <stage>.bf16.json).
@@ -484,6 +528,7 @@ def quantize(
 
     if precision not in ("int8", "fp16", "bf16"):
         raise InputError(f"--precision {precision!r}: expected int8, fp16 or bf16")
+    _finite(max_dice_drop, "max-dice-drop", 0.0, 1.0)
     if precision == "bf16":
         gate = gate_runtime_precision(model, calibration, precision, max_dice_drop, force, threads)
         err.print(f"bf16 (OpenVINO) gate on {gate['heldout_cases']} held-out cases: composite Dice delta "
@@ -511,7 +556,7 @@ def quantize(
 def build(
     model: Optional[Path] = typer.Option(None, "--model", help="Model package (default: demo); engines go beside the ONNX files."),
     precision: str = typer.Option("fp32", help="Which ONNX variant to compile: fp32, fp16 or int8 (precision lives in the file)."),
-    workspace_gb: float = typer.Option(2.0, help="Builder workspace limit in GiB."),
+    workspace_gb: float = typer.Option(2.0, min=0.0, max=1024.0, help="Builder workspace limit in GiB."),
 ):
     """Compile TensorRT engines (<stage>[.<precision>].plan + sidecar) for both networks, with
     optimisation profiles from the pipeline spec and a timing cache. Needs TensorRT and a GPU.
@@ -523,6 +568,7 @@ def build(
     from kitsrt.runtime.package import load_package
     from kitsrt.runtime.segmenter import variant_path
 
+    _finite(workspace_gb, "workspace-gb", 0.01, 1024.0)
     import_tensorrt()
     package = load_package(model)
     for name in ("coarse", "fine"):
@@ -540,17 +586,17 @@ def build(
 def bench(
     out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Folder for bench.json, bench.md and bench.png."),
     kits19: Optional[Path] = typer.Option(None, help="KiTS19 label-map folder (default: ../shared/data/kits19 when present)."),
-    runs: int = typer.Option(3, help="Warm runs per configuration (after one warm-up)."),
-    threads: int = typer.Option(2, help="Threads per network, for every backend alike."),
+    runs: int = typer.Option(3, min=1, max=1000, help="Warm runs per configuration (after one warm-up)."),
+    threads: int = typer.Option(2, min=1, max=256, help="Threads per network, for every backend alike."),
     backends: str = typer.Option("onnxruntime", help="Comma-separated backends to time (torch eager is always the baseline)."),
     precisions: str = typer.Option("fp32", help="Comma-separated precisions to time (fp32, fp16, int8, bf16); "
                                    "each backend runs those it offers."),
-    baseline_windows: int = typer.Option(6, help="Sliding-window baseline: windows timed before scaling to the full count."),
+    baseline_windows: int = typer.Option(6, min=1, help="Sliding-window baseline: windows timed before scaling to the full count."),
     full_baseline: bool = typer.Option(False, help="Run the sliding-window baseline over the whole scan (slow)."),
     work: Optional[Path] = typer.Option(None, help="Folder to keep the phantom scans between runs."),
     quick: bool = typer.Option(False, help="One tiny procedural case, for a smoke test."),
     cases: str = typer.Option("", help="Comma-separated cases to run (small, median, largest; default all)."),
-    rounds: int = typer.Option(1, help="Interleave the configurations over this many rounds (each a fresh process)."),
+    rounds: int = typer.Option(1, min=1, max=100, help="Interleave the configurations over this many rounds (each a fresh process)."),
     throughput: bool = typer.Option(False, "--throughput", help="Also time 10 median-size phantoms through one "
                                     "loaded Segmenter, overlapped and one by one (scans per hour, CPU use)."),
 ):
@@ -653,20 +699,20 @@ app.add_typer(serve_app, name="serve")
 @_user_errors
 def serve_dicom(
     ae_title: str = typer.Option("KITSRT", "--ae-title", help="This node's AE title."),
-    port: int = typer.Option(11112, "--port", help="TCP port to listen on."),
+    port: int = typer.Option(11112, "--port", min=1, max=65535, help="TCP port to listen on."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: loopback only)."),
     forward: Optional[str] = typer.Option(None, "--forward", help="C-STORE each SEG to AE@host:port."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write each SEG to this folder (and keep undelivered ones here)."),
-    quiet_s: float = typer.Option(5.0, "--quiet-s", help="A series is complete after this many seconds without a new instance."),
+    quiet_s: float = typer.Option(5.0, "--quiet-s", min=0.0, max=86400.0, help="A series is complete after this many seconds without a new instance."),
     allow: Optional[str] = typer.Option(None, "--allow", help="Comma-separated calling AE titles allowed (default: any)."),
-    max_instances: int = typer.Option(2000, "--max-instances", help="Refuse a series with more instances than this."),
-    max_series: int = typer.Option(8, "--max-series", help="Series held at once (arriving, queued or running)."),
-    forward_attempts: int = typer.Option(5, "--forward-attempts", help="C-STORE attempts before a SEG is kept as a file."),
-    forward_backoff_s: float = typer.Option(1.0, "--forward-backoff-s", help="First retry delay; doubled each time."),
+    max_instances: int = typer.Option(2000, "--max-instances", min=1, help="Refuse a series with more instances than this."),
+    max_series: int = typer.Option(8, "--max-series", min=1, help="Series held at once (arriving, queued or running)."),
+    forward_attempts: int = typer.Option(5, "--forward-attempts", min=1, max=100, help="C-STORE attempts before a SEG is kept as a file."),
+    forward_backoff_s: float = typer.Option(1.0, "--forward-backoff-s", min=0.0, max=3600.0, help="First retry delay; doubled each time."),
     spool: Optional[Path] = typer.Option(None, "--spool", help="Folder for incoming instances (default: a temporary one)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model package folder (default: the bundled demo)."),
     backend: str = typer.Option("onnxruntime", "--backend", help="Inference backend."),
-    threads: int = typer.Option(0, "--threads", help="Threads per network (0: the backend's default)."),
+    threads: int = typer.Option(0, "--threads", min=0, max=256, help="Threads per network (0: the backend's default)."),
 ):
     """Receive CT series by C-STORE, segment each complete series, send back a DICOM SEG; one JSON
     line per event on stdout. Stops cleanly on SIGTERM or Ctrl-C.

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from kitsrt.errors import InputError
 from kitsrt.io import Geometry, Scan
+from kitsrt.io.validate import check_geometry, check_voxel_budget
 from kitsrt.masks import bounding_box
 from kitsrt.runtime.preprocess import resample_onto
 
@@ -226,6 +228,8 @@ def _partial_volume_blur(hu: np.ndarray, geometry: Geometry) -> sitk.Image:
 
 def synthesize_ct(label_map: Scan, seed: int = 0) -> Scan:
     """A synthetic CT (int16 HU) on exactly ``label_map``'s grid. Deterministic for a given seed."""
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise InputError(f"phantom seed {seed!r}: expected a whole number from 0 to 2**32-1")
     geometry = label_map.geometry
     labels = label_map.array
     rng = np.random.default_rng(seed)
@@ -250,6 +254,21 @@ def synthesize_ct(label_map: Scan, seed: int = 0) -> Scan:
     return Scan.from_array(out, geometry, source=f"phantom(seed={seed}) of {label_map.source}")
 
 
+PHANTOM_BYTES_PER_VOXEL = 64  # coordinate grids (3 x float64), label map, HU volume and blur buffers
+
+
+def check_phantom_grid(size_ijk, spacing_mm, seed) -> None:
+    """Refuse a procedural grid before allocating it: at least 2 voxels per axis, a sane grid (see
+    ``kitsrt.io.validate``), within the voxel and memory budget; a seed from 0 to 2**32-1."""
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise InputError(f"phantom seed {seed!r}: expected a whole number from 0 to 2**32-1")
+    size = tuple(size_ijk)
+    if len(size) != 3 or not all(isinstance(s, (int, np.integer)) and s >= 2 for s in size):
+        raise InputError(f"phantom size {size}: expected three whole numbers of at least 2 voxels")
+    check_geometry(size, spacing_mm, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), "phantom grid")
+    check_voxel_budget(size, PHANTOM_BYTES_PER_VOXEL, "phantom grid")
+
+
 def procedural_label_map(size_ijk: tuple[int, int, int] = (256, 256, 96),
                          spacing_mm: tuple[float, float, float] = (1.6, 1.6, 3.0),
                          seed: int = 0) -> Scan:
@@ -258,6 +277,7 @@ def procedural_label_map(size_ijk: tuple[int, int, int] = (256, 256, 96),
     Two bean-shaped kidneys about 11 cm long sit either side of the spine, posterior; each gets 0-2
     tumors (spheres of 1-6 cm diameter centred on its surface, so some grow outside the kidney).
     """
+    check_phantom_grid(size_ijk, spacing_mm, seed)
     rng = np.random.default_rng(seed)
     spacing = np.asarray(spacing_mm, dtype=np.float64)
     origin = -(np.asarray(size_ijk) - 1) * spacing / 2.0

@@ -1,11 +1,72 @@
-"""Small outputs (reports, scores, manifests, engines), written whole or not at all."""
+"""Outputs written whole or not at all: a temporary sibling, then a rename.
+
+Every temporary file is registered while it exists, so that ``remove_temporary_files`` (run by the
+SIGTERM/SIGINT handler that ``install_signal_cleanup`` installs) leaves none behind. A SIGKILL still
+can; such files start with a dot and contain ``.partial-``, and scan discovery ignores them.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from kitsrt.errors import InputError
+
+TEMP_MARKER = ".partial-"
+_live_temporaries: set[Path] = set()
+_lock = threading.Lock()
+
+
+@contextmanager
+def temporary_sibling(path: Path, suffix: str = "") -> Iterator[Path]:
+    """A registered temporary name beside ``path`` (``.NAME.partial-XXXXXXXX[suffix]``), removed on exit."""
+    tmp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:8]}{suffix}")
+    with _lock:
+        _live_temporaries.add(tmp)
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+        with _lock:
+            _live_temporaries.discard(tmp)
+
+
+def remove_temporary_files() -> int:
+    """Delete every temporary output file still registered; returns how many were removed."""
+    with _lock:
+        pending = list(_live_temporaries)
+    removed = 0
+    for tmp in pending:
+        try:
+            tmp.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def install_signal_cleanup() -> None:
+    """On SIGTERM or SIGINT: remove temporary outputs, then exit with 128 + the signal number (no
+    traceback). Only the main thread may install handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        remove_temporary_files()
+        raise SystemExit(128 + signum)
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, handler)
+
+
+def is_temporary(path: Path) -> bool:
+    """A temporary output of kitsrt (or a leftover of a killed run)."""
+    return path.name.startswith(".") and TEMP_MARKER in path.name
 
 
 def write_text_atomic(text: str, path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -18,14 +79,16 @@ def write_bytes_atomic(data: bytes, path: str | os.PathLike, overwrite: bool = F
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path}: output already exists; pass --overwrite to replace it")
-    if not path.parent.exists():
-        raise InputError(f"{path.parent}: output folder does not exist")
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}: output folder does not exist or is not a folder")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name for the output")
+    with temporary_sibling(path) as tmp:
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise InputError(f"{path}: could not write it: {exc.strerror or exc}") from None
     return path
 
 

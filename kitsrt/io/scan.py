@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from kitsrt.errors import InputError
+from kitsrt.io.files import temporary_sibling
 from kitsrt.io.dicom import DicomInfo, read_dicom_series
 from kitsrt.io.nifti_header import (
     check_nifti_header,
@@ -367,10 +367,14 @@ def check_output_path(path: str | os.PathLike, overwrite: bool,
     path = Path(path)
     if _suffix(path) not in allowed_suffixes:
         raise InputError(f"{path}: unsupported output format; use one of {', '.join(allowed_suffixes)}")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name for the output")
     if path.exists() and not overwrite:
         raise InputError(f"{path}: output already exists; pass --overwrite to replace it")
-    if not path.parent.exists():
-        raise InputError(f"{path.parent}: output folder does not exist")
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}: output folder does not exist or is not a folder")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"{path.parent}: output folder is not writable")
     return path
 
 
@@ -378,14 +382,14 @@ def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = Fa
                 allowed_suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Path:
     """Write atomically: to a temporary file in the same folder, then rename over ``path``."""
     path = check_output_path(path, overwrite, allowed_suffixes)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}{_suffix(path)}")
-    try:
-        sitk.WriteImage(image, str(tmp), useCompression=_suffix(path) in (".nii.gz", ".nrrd", ".mha"))
-        os.replace(tmp, path)
-    except RuntimeError as exc:
-        raise InputError(f"{path}: could not write it: {str(exc).strip().splitlines()[-1][:200]}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    with temporary_sibling(path, _suffix(path)) as tmp:
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=_suffix(path) in (".nii.gz", ".nrrd", ".mha"))
+            os.replace(tmp, path)
+        except RuntimeError as exc:
+            raise InputError(f"{path}: could not write it: {itk_message(exc)}") from None
+        except OSError as exc:
+            raise InputError(f"{path}: could not write it: {exc.strerror or exc}") from None
     if image.GetDimension() == 3:
         check_written_geometry(path, Geometry.of(image))
     return path

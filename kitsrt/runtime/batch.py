@@ -31,6 +31,7 @@ from kitsrt.io import (
     read_ct,
     write_text_atomic,
 )
+from kitsrt.io.outputs import is_own_output
 from kitsrt.io.preview import render_views, volume_center_mm, write_png
 from kitsrt.masks import bounding_box
 from kitsrt.runtime.postprocess import TUMOR, components_by_size
@@ -38,8 +39,10 @@ from kitsrt.runtime.segmenter import Result, Segmenter
 
 
 def _image_files(folder: Path) -> list[Path]:
+    """The scans of a folder: image files, but not hidden or temporary files, nor kitsrt's own
+    outputs (``*_seg.*`` label maps) from an earlier run into the same folder."""
     return [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
-            and any(p.name.lower().endswith(s) for s in SUPPORTED_SUFFIXES)]
+            and not is_own_output(p) and any(p.name.lower().endswith(s) for s in SUPPORTED_SUFFIXES)]
 
 
 def is_single_scan(inputs: list[Path]) -> bool:

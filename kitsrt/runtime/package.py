@@ -1,7 +1,8 @@
 """Model packages: a folder with ``pipeline.json``, the ONNX files it names and their model cards.
 
-Loading checks that every file is present and that each ONNX file's SHA-256 matches the one the
-pipeline records, so a swapped or damaged model never runs silently.
+Loading checks that every file the pipeline names is a regular file inside the package folder (after
+resolving links), that each network records the SHA-256 of its file (required) and that the file
+matches it, so a swapped, damaged or borrowed model never runs silently.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ class ModelPackage:
         return self.folder / network.model
 
     def card(self, network: NetworkSpec) -> dict:
-        return json.loads(self.model_path(network).with_suffix(".json").read_text())
+        path = self.model_path(network).with_suffix(".json")
+        try:
+            card = json.loads(path.read_text())
+        except (ValueError, OSError) as exc:
+            raise ModelPackageError(f"{path}: model card is not readable JSON ({exc})") from None
+        if not isinstance(card, dict):
+            raise ModelPackageError(f"{path}: model card is not a JSON object")
+        return card
 
     def network(self, role: str) -> NetworkSpec:
         """The network of ``role`` (e.g. coarse, fine; kidney, tumor)."""
@@ -46,6 +54,20 @@ class ModelPackage:
     @property
     def hashes(self) -> dict[str, str]:
         return {net.model: net.sha256 for net in self.spec.networks().values()}
+
+
+def confined_file(folder: Path, name: str, what: str) -> Path:
+    """``folder / name`` resolved (links followed), refused unless it is a regular file inside
+    ``folder``: a package must not make kitsrt load a model from elsewhere (``../``, an absolute path,
+    a link) or open a FIFO or device."""
+    root = folder.resolve()
+    path = (root / name).resolve()
+    if Path(name).is_absolute() or not path.is_relative_to(root) or path == root:
+        raise ModelPackageError(f"{what}: {name!r} lies outside the package folder {folder}; every file a "
+                                "package names must be a relative path inside it")
+    if path.exists() and not path.is_file():
+        raise ModelPackageError(f"{what}: {name!r} is not a regular file")
+    return path
 
 
 def load_package(folder: Path | None = None, verify: bool = True) -> ModelPackage:
@@ -61,13 +83,17 @@ def load_package(folder: Path | None = None, verify: bool = True) -> ModelPackag
         raise ModelPackageError(f"{where}: kind: {spec.kind!r} is valid but not runnable by this kitsrt; "
                                 f"expected one of {', '.join(KINDS)}")
     for role, network in spec.networks().items():
-        path = folder / network.model
+        path = confined_file(folder, network.model, f"{where}: {role}.model")
         if not path.exists():
             raise ModelPackageError(f"{where}: {role}.model: file {network.model!r} is missing from {folder}; "
                                     "expected the ONNX file the pipeline names")
+        confined_file(folder, path.with_suffix(".json").name, f"{where}: {role} model card")
         if not path.with_suffix(".json").exists():
             raise ModelPackageError(f"{path.with_suffix('.json')}: model card is missing")
-        if verify and network.sha256 and sha256_of(path) != network.sha256:
+        if not network.sha256:
+            raise ModelPackageError(f"{where}: {role}.sha256 is empty; every network needs the SHA-256 of its "
+                                    "file (python -m kitsrt.export.package writes it)")
+        if verify and sha256_of(path) != network.sha256:
             raise ModelPackageError(f"{path}: SHA-256 does not match pipeline.json; the file was changed "
                                     "or damaged, re-export or re-install the package")
     return ModelPackage(folder, spec)

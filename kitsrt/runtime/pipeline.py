@@ -26,12 +26,24 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from kitsrt.errors import ModelPackageError
+from kitsrt.io.validate import FOV_MAX_MM, MAX_VOXELS, SPACING_MAX_MM, SPACING_MIN_MM
 from kitsrt.runtime.sliding_window_spec import SlidingWindowSpec
 
 SPEC_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
 DEFAULT_LABELS = {"0": "background", "1": "kidney", "2": "tumor"}
-Shape = tuple[int, int, int]  # (z, y, x) voxels
+
+# Field types with their ranges, as pydantic constraints. ``strict``: a string is never coerced into
+# a number ("1.0" for a spacing, "2" for a count is an error); NaN and infinity are refused.
+Real = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Hu = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-10_000, le=10_000)]
+SpacingMm = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=SPACING_MIN_MM, le=SPACING_MAX_MM)]
+NonNegativeMm = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=FOV_MAX_MM)]
+Count = Annotated[int, Field(strict=True, ge=1, le=1_000)]
+Label = Annotated[int, Field(strict=True, ge=0, le=255)]
+Side = Annotated[int, Field(strict=True, ge=1, le=4096)]
+Shape = tuple[Side, Side, Side]  # (z, y, x) voxels
+Sha256 = Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")]
 
 
 class Strict(BaseModel):
@@ -49,7 +61,7 @@ def _ordered(value: tuple[float, float]) -> tuple[float, float]:
 
 class _Window(Strict):
     kind: str
-    hu_window: tuple[float, float]
+    hu_window: tuple[Hu, Hu]
 
     @field_validator("hu_window")
     @classmethod
@@ -88,9 +100,9 @@ class CtZScore(Strict):
     foreground), subtract ``mean_hu``, divide by ``std_hu``."""
 
     kind: Literal["ct-zscore"] = "ct-zscore"
-    clip_hu: tuple[float, float]
-    mean_hu: float
-    std_hu: float = Field(gt=0)
+    clip_hu: tuple[Hu, Hu]
+    mean_hu: Hu
+    std_hu: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
 
     @field_validator("clip_hu")
     @classmethod
@@ -113,10 +125,10 @@ class Tiling(Strict):
     ``max_shape``; above that, a sliding window of ``patch_size`` (z, y, x) with ``overlap`` and
     Gaussian blending (sigma = ``sigma_scale`` x patch size)."""
 
-    max_voxels: int = Field(8_000_000, gt=0)
+    max_voxels: int = Field(8_000_000, strict=True, gt=0, le=MAX_VOXELS)
     patch_size: Shape = (96, 96, 96)
-    overlap: float = Field(0.5, ge=0.0, lt=1.0)
-    sigma_scale: float = Field(0.125, gt=0.0)
+    overlap: Real = Field(0.5, ge=0.0, le=0.9)
+    sigma_scale: Real = Field(0.125, gt=0.0, le=10.0)
 
 
 class NetworkSpec(Strict):
@@ -127,13 +139,13 @@ class NetworkSpec(Strict):
     the network (and a TensorRT profile) takes; each side of an input is a multiple of ``divisibility``.
     """
 
-    model: str
-    sha256: str = ""
+    model: str = Field(min_length=1)
+    sha256: Sha256 = ""
     input_name: str = "image"
     output_name: str = "logits"
-    spacing_mm: tuple[float, float, float]
+    spacing_mm: tuple[SpacingMm, SpacingMm, SpacingMm]
     normalization: Normalization
-    divisibility: int = Field(8, ge=1)
+    divisibility: int = Field(8, strict=True, ge=1, le=256)
     min_shape: Shape = (16, 16, 16)
     max_shape: Shape = (192, 192, 192)
     tiling: Tiling = Tiling()
@@ -142,13 +154,6 @@ class NetworkSpec(Strict):
     @classmethod
     def _isotropic(cls, value):
         return (value,) * 3 if isinstance(value, (int, float)) else value
-
-    @field_validator("spacing_mm")
-    @classmethod
-    def _positive(cls, value):
-        if min(value) <= 0:
-            raise ValueError(f"expected three positive spacings in mm, got {list(value)}")
-        return value
 
     @model_validator(mode="after")
     def _shapes(self) -> NetworkSpec:
@@ -172,9 +177,9 @@ class LargestComponents(Strict):
     that have at least ``min_volume_ml``; set the rest of that union to background."""
 
     rule: Literal["largest-components"] = "largest-components"
-    labels: tuple[int, ...]
-    count: int = Field(1, ge=1)
-    min_volume_ml: float = Field(0.0, ge=0.0)
+    labels: tuple[Label, ...]
+    count: Count = 1
+    min_volume_ml: Real = Field(0.0, ge=0.0)
 
     def label_ids(self) -> tuple[int, ...]:
         return self.labels
@@ -184,8 +189,8 @@ class DropUnlessTouching(Strict):
     """Set every connected component of ``label`` that does not touch ``touching`` to background."""
 
     rule: Literal["drop-unless-touching"] = "drop-unless-touching"
-    label: int
-    touching: int
+    label: Label
+    touching: Label
 
     def label_ids(self) -> tuple[int, ...]:
         return (self.label, self.touching)
@@ -196,8 +201,8 @@ class FillHoles(Strict):
     ``fill_with``."""
 
     rule: Literal["fill-holes"] = "fill-holes"
-    labels: tuple[int, ...]
-    fill_with: int
+    labels: tuple[Label, ...]
+    fill_with: Label
 
     def label_ids(self) -> tuple[int, ...]:
         return (*self.labels, self.fill_with)
@@ -242,11 +247,11 @@ class RoiPolicy(Strict):
     When the fine stage finds kidney or tumor on a face of its VOI, that face moves out by
     ``grow_mm`` and the VOI runs again, at most ``grow_steps`` times (large exophytic tumors)."""
 
-    components: int = Field(2, ge=1)
-    min_volume_ml: float = Field(5.0, ge=0.0)
-    margin_mm: float = Field(15.0, ge=0.0)
-    grow_mm: float = Field(20.0, ge=0.0)
-    grow_steps: int = Field(2, ge=0)
+    components: Count = 2
+    min_volume_ml: Real = Field(5.0, ge=0.0)
+    margin_mm: NonNegativeMm = 15.0
+    grow_mm: NonNegativeMm = 20.0
+    grow_steps: int = Field(2, strict=True, ge=0, le=10)
 
 
 class CascadeSpec(_Pipeline):

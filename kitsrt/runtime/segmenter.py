@@ -53,13 +53,21 @@ def variant_path(package: ModelPackage, role: str, precision: str) -> Path:
     from kitsrt.errors import ModelPackageError
     from kitsrt.io import sha256_of
 
+    from kitsrt.runtime.package import confined_file
+
     base = package.model_path(package.network(role))
-    path = base.with_name(f"{base.stem}.{precision}.onnx")
-    card = path.with_suffix(".json")
+    path = confined_file(package.folder, str(base.relative_to(package.folder).with_name(
+        f"{base.stem}.{precision}.onnx")), f"{role} {precision} variant")
+    card = confined_file(package.folder, str(path.relative_to(package.folder.resolve()).with_suffix(".json")),
+                         f"{role} {precision} card")
     if not path.exists() or not card.exists():
         raise ModelPackageError(f"{path}: no {precision} variant in the package; build it with "
                                 f"`kitsrt quantize --precision {precision}`")
-    if sha256_of(path) != json.loads(card.read_text()).get("onnx_sha256"):
+    try:
+        recorded = json.loads(card.read_text()).get("onnx_sha256")
+    except (ValueError, AttributeError, OSError):
+        raise ModelPackageError(f"{card}: model card is not a readable JSON object; rebuild the variant") from None
+    if not recorded or sha256_of(path) != recorded:
         raise ModelPackageError(f"{path}: SHA-256 does not match its card {card.name}; rebuild the variant")
     return path
 
