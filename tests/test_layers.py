@@ -21,7 +21,8 @@ TORCH_PACKAGES = ("kitsrt.models", "kitsrt.export", "kitsrt.training")
 
 def _lint(root: Path) -> subprocess.CompletedProcess:
     return subprocess.run([LINT_IMPORTS, "--no-cache", "--config", str(root / "pyproject.toml")], cwd=root,
-                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
+                          capture_output=True, encoding="utf-8", errors="replace",
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
 
 
 @needs_import_linter
