@@ -70,8 +70,9 @@ def compile_for_shape(core, model, shape: tuple[int, ...], config: dict):
 class _Compiled:
     """One compiled model and a pool of idle infer requests (one per concurrent caller)."""
 
-    def __init__(self, compiled):
+    def __init__(self, compiled, release_after_infer: bool = True):
         self.compiled = compiled
+        self.release_after_infer = release_after_infer  # free intermediate buffers when no call runs
         self.idle: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._busy = 0  # requests running now
@@ -89,6 +90,8 @@ class _Compiled:
             with self._lock:
                 self._busy -= 1
                 self.idle.put(request)
+                if self._busy == 0 and self.release_after_infer:
+                    self.compiled.release_memory()
 
     def release_memory(self) -> None:
         """Free the requests' intermediate buffers, unless one is running (then at the next chance)."""
