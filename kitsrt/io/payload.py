@@ -42,11 +42,15 @@ def check_deflate_bound(path: Path, promised_bytes: int, compressed_bytes: int) 
                          f"({MAX_DEFLATE_RATIO}:1): a truncated file or a forged header (gzip bomb); refused")
 
 
+BOMB_MIN_BYTES = 256 << 20
+
+
 def check_compression_ratio(path: Path, promised_bytes: int, compressed_bytes: int, limit: float | None) -> None:
-    """Refuse (before inflating) data that would expand more than ``limit`` times: real CT, noisy
-    everywhere, compresses about 2-10:1; a scan expanding over 100:1 is constant or a bomb."""
+    """Refuse (before inflating) more than ``BOMB_MIN_BYTES`` (256 MiB) of data that would expand
+    more than ``limit`` times: real CT, noisy everywhere, compresses about 2-10:1; a large scan
+    expanding over 100:1 is constant or a bomb. Small constant volumes (test scans) cost little."""
     ratio = promised_bytes / max(compressed_bytes, 1)
-    if limit is not None and ratio > limit:
+    if limit is not None and ratio > limit and promised_bytes > BOMB_MIN_BYTES:
         raise InputError(f"{path}: would expand {ratio:.0f}:1 when decompressed (limit {limit:g}:1 for a CT "
                          "scan): mostly constant data or a gzip bomb; refused before decompressing")
 
