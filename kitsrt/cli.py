@@ -51,6 +51,16 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _triple_plus_channels(text: str) -> tuple[int, int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) <= 0:
+        raise InputError(f"--input-shape {text!r}: expected four positive integers C,D,H,W, e.g. 1,64,64,64")
+    return values
+
+
 def _triple(text: str, what: str, cast=float) -> tuple:
     try:
         values = tuple(cast(v) for v in text.split(","))
@@ -421,8 +431,12 @@ def train(
 def export(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) written by `kitsrt train` (or a bare state_dict)."),
     output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write; its model card goes beside it (.json)."),
-    stage: str = typer.Option(..., help="coarse or fine: sets the card's spacing and HU window (seed 002 preset)."),
+    stage: Optional[str] = typer.Option(None, help="coarse or fine: sets the card's spacing and HU window (seed 002 preset)."),
     config: Optional[Path] = typer.Option(None, help="config.json of the checkpoint (default: beside it)."),
+    factory: Optional[str] = typer.Option(None, help="package.module:callable building a network kitsrt does not "
+                                                     "define (e.g. monai.networks.nets:UNet); replaces --stage."),
+    factory_kwargs: str = typer.Option("{}", help="--factory: keyword arguments as a JSON object."),
+    input_shape: str = typer.Option("1,64,64,64", help="--factory: example input C,D,H,W to trace on."),
     provenance: str = typer.Option("", help="Free text for the card: data, command, duration."),
     demo: bool = typer.Option(False, help="Mark the card as a demo model trained on synthetic phantoms."),
     overwrite: bool = typer.Option(False, help="Replace an existing ONNX file and card."),
@@ -435,11 +449,25 @@ def export(
         kitsrt export work/fine/checkpoint.pt --stage fine -o models/fine.onnx
 
     Writes models/fine.onnx and models/fine.json; fails (exit 5, nothing written) when the largest
-    |logit difference| exceeds 1e-4.
+    |logit difference| exceeds 1e-4. Any other PyTorch network:
+
+        kitsrt export unet.pt --factory monai.networks.nets:UNet --factory-kwargs '{"spatial_dims": 3,
+        "in_channels": 1, "out_channels": 3, "channels": [8, 16, 32], "strides": [2, 2]}' -o unet.onnx
     """
     from kitsrt.training import require_torch
 
     require_torch()
+    if factory is not None:
+        from kitsrt.export.factory import export_factory, parse_kwargs
+
+        shape = _triple_plus_channels(input_shape)
+        card = export_factory(factory, parse_kwargs(factory_kwargs), checkpoint, output, shape, overwrite)
+        parity = card["parity_vs_torch"]
+        err.print(f"wrote {output} and {output.with_suffix('.json')}: parity max |Δlogit| "
+                  f"{parity['max_abs_logit_diff']:.2e} on {parity['inputs']} inputs")
+        return
+    if stage is None:
+        raise InputError("kitsrt export: pass --stage coarse|fine (a kitsrt VB-Net) or --factory module:callable")
     from kitsrt.export.card import DEMO_DISCLAIMER
     from kitsrt.export.onnx_export import export as run_export
     from kitsrt.export.onnx_export import load_checkpoint

@@ -217,3 +217,34 @@ def test_numpy_scalars_in_the_training_log_load_safely(nnunet, tmp_path):
 
     checkpoint = load_checkpoint_safely(folder / "fold_0" / "checkpoint_final.pth")
     assert checkpoint["_best_ema"] == 0.5 and "network_weights" in checkpoint
+
+
+@pytest.mark.parametrize("shape, spacing, target", [
+    ((9, 40, 44), (3.0, 1.0, 1.0), (1.5, 1.6, 1.6)),  # up in z, down in plane
+    ((30, 21, 23), (0.8, 0.8, 0.8), (1.3, 1.1, 0.9)),  # isotropic: one 3-D cubic resize
+    ((12, 50, 40), (5.0, 1.2, 1.2), (2.5, 2.4, 2.4)),  # separate z, z doubled (ties in the order-0 rounding)
+    ((44, 30, 12), (1.0, 1.0, 4.5), (1.0, 1.5, 3.0)),  # separate z along the last axis
+])
+def test_resampling_is_nnunets(shape, spacing, target):
+    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape, resample_data_or_seg_to_shape
+
+    from kitsrt.runtime import nnunet_ops as ops
+
+    data = np.random.default_rng(1).normal(size=(2, *shape)).astype(np.float32)
+    new = ops.new_shape(shape, spacing, target)
+    assert list(new) == list(compute_new_shape(shape, spacing, target))
+    for order in (3, 1):
+        expected = resample_data_or_seg_to_shape(data, new, spacing, target, is_seg=False, order=order, order_z=0,
+                                                 force_separate_z=None)
+        assert np.array_equal(ops.resample(data, new, spacing, target, order, 0, None), expected)
+
+
+def test_tiling_and_gaussian_are_nnunets():
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+
+    from kitsrt.runtime import nnunet_ops as ops
+
+    for shape, patch in (((110, 64, 200), (64, 64, 96)), ((25, 48, 56), (24, 48, 56))):
+        assert ops.sliding_window_steps(shape, patch, 0.5) == compute_steps_for_sliding_window(shape, patch, 0.5)
+    expected = compute_gaussian((24, 48, 56), 1.0 / 8, 10, torch.float16, torch.device("cpu")).numpy()
+    assert np.array_equal(ops.gaussian_importance((24, 48, 56), dtype=np.float16), expected)
