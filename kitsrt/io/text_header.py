@@ -130,6 +130,8 @@ def confined(header: Path, name: str, allow_external: bool) -> Path:
     """The data file ``name`` of ``header``, refused outside the header's folder or when not a regular file."""
     from kitsrt.io.validate import require_regular_file
 
+    if any(ord(c) < 32 for c in name):
+        raise InputError(f"{header}: the data file name in its header holds control characters; corrupt header")
     folder = header.resolve().parent
     data = (folder / name).resolve()
     if not allow_external and not data.is_relative_to(folder):
