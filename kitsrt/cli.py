@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kitsrt.errors import EXIT_CODES, InputError, KitsrtError, NoKidneyFound
+from kitsrt.errors import EXIT_CODES, InputError, KitsrtError, NoKidneyFound, ResourceLimitError
 
 EXIT_CODE_HELP = "Exit codes: " + "; ".join(f"{code} {text.split(':')[0]}" for code, text in EXIT_CODES.items())
 
@@ -226,6 +226,11 @@ def infer(
                                                                "the dicom extra is missing), else by the -o suffix "
                                                                "(.dcm: SEG); image: NIfTI/NRRD/MHA by the -o suffix; "
                                                                "dicom-seg: a DICOM SEG referencing the input series."),
+    time_limit_s: Optional[float] = typer.Option(None, "--time-limit-s", min=1.0, max=86400.0,
+                                                 help="Stop a case past this many seconds (exit 8; a batch goes on)."),
+    memory_budget_gb: Optional[float] = typer.Option(None, "--memory-budget-gb", min=0.1, max=4096.0,
+                                                     help="Refuse, from its header, a case estimated to need more "
+                                                          "memory than this (exit 8; a batch goes on)."),
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (batch: redo finished cases)."),
 ):
@@ -262,15 +267,21 @@ def infer(
         cases = plan_batch(paths, output)
     _check_infer_outputs(paths, model, [target] if single else [c.output for c in cases] + [c.report for c in cases],
                          report, preview)
+    from kitsrt.runtime.batch import CaseLimits
+
+    limits = CaseLimits(time_limit_s, None if memory_budget_gb is None else int(memory_budget_gb * 2**30))
     with Segmenter.load(model, backend=backend, threads=threads, precision=precision) as segmenter:
         if single:
             write_labels = _seg_writer(paths[0], segmenter) if dicom_seg else Result.write
-            _infer_one(segmenter, paths[0], series, target, report, preview, overwrite, quiet, write_labels)
+            _infer_one(segmenter, paths[0], series, target, report, preview, overwrite, quiet, write_labels, limits)
             return
-        summaries = _run_batch_with_progress(segmenter, cases, overwrite, quiet)
+        summaries = _run_batch_with_progress(segmenter, cases, overwrite, quiet, limits)
     if report is not None:
         write_text_atomic_json(summaries, report, overwrite)
     failed = [s for s in summaries if s["status"] == "failed"]
+    if failed and all(s.get("exit_code") == ResourceLimitError.exit_code for s in failed):
+        raise ResourceLimitError(f"{len(failed)} of {len(summaries)} scan(s) exceeded a resource limit (the others "
+                                 f"ran), e.g. {failed[0]['error']}")
     if failed:
         raise InputError(f"{len(failed)} of {len(summaries)} scan(s) failed (the others ran), e.g. {failed[0]['error']}")
     if any(not s["kidney_found"] for s in summaries if s["status"] == "done"):
@@ -317,16 +328,17 @@ def _seg_writer(series_folder: Path, segmenter):
 
 
 def _infer_one(segmenter, path: Path, series, target: Path, report, preview, overwrite: bool, quiet: bool,
-               write_labels) -> None:
+               write_labels, limits) -> None:
     import time
 
     from kitsrt.io import read_ct
-    from kitsrt.runtime.batch import write_outputs
+    from kitsrt.runtime.batch import check_memory_budget, write_outputs
 
+    check_memory_budget(path, limits.memory_budget_bytes)
     start = time.perf_counter()
     scan = read_ct(path, series)
     read_s = time.perf_counter() - start
-    result = segmenter.segment(scan)
+    result = segmenter.segment(scan, limits.time_limit_s)
     result.report["timings_s"] = {"read": round(read_s, 4), **result.report["timings_s"]}
     write_outputs(result, scan, target, report, preview, overwrite, write_labels)
     _print_result(path, target, result, quiet)
@@ -354,10 +366,10 @@ def _print_result(path: Path, target: Path, result, quiet: bool) -> None:
               f"in {sum(timings.values()):.1f} s ({result.report['backend']})"))
 
 
-def _run_batch_with_progress(segmenter, cases, overwrite, quiet):
+def _run_batch_with_progress(segmenter, cases, overwrite, quiet, limits=None):
     from rich.progress import Progress
 
-    from kitsrt.runtime.batch import run_batch
+    from kitsrt.runtime.batch import CaseLimits, run_batch
 
     with Progress(console=err, disable=quiet) as bar:
         task = bar.add_task("segmenting", total=len(cases))
@@ -371,7 +383,7 @@ def _run_batch_with_progress(segmenter, cases, overwrite, quiet):
             elif entry.get("warnings"):
                 err.print(f"[yellow]warnings[/] {escape(case.name)}: {', '.join(entry['warnings'])}")
 
-        return run_batch(segmenter, cases, overwrite, done)
+        return run_batch(segmenter, cases, overwrite, done, limits or CaseLimits())
 
 
 @app.command()

@@ -43,6 +43,13 @@ class BackendUnavailable(KitsrtError):
     exit_code = 6
 
 
+class ResourceLimitError(KitsrtError):
+    """A case ran past its time limit or would not fit the memory budget; it was stopped cleanly
+    (nothing written for it) and a batch goes on with the next case."""
+
+    exit_code = 8
+
+
 EXIT_CODES = {
     0: "success",
     1: "internal error: a bug in kitsrt, please report it with the traceback",
@@ -51,4 +58,5 @@ EXIT_CODES = {
     ModelPackageError.exit_code: "bad model package: model package or checkpoint missing, corrupt or inconsistent",
     AccuracyGateError.exit_code: "numerical check failed: export parity or precision gate",
     BackendUnavailable.exit_code: "backend unavailable: library or device missing on this machine",
+    ResourceLimitError.exit_code: "resource limit: a case exceeded --time-limit-s or --memory-budget-gb",
 }

@@ -278,6 +278,23 @@ def _check_file_header(path: Path, allow_external_data: bool, max_voxels: int,
     return reader
 
 
+def header_voxel_count(path: str | os.PathLike) -> int | None:
+    """Voxels an image file's header promises (ITK reads the header only); None for a folder or a
+    header ITK cannot read (the reader will say why)."""
+    path = Path(path)
+    try:
+        require_regular_file(path)
+        if _suffix(path) in (".nii", ".nii.gz"):
+            header = parse_nifti_header(read_head(path), path)
+            return header.voxel_count
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return int(np.prod(reader.GetSize(), dtype=np.int64))
+    except (InputError, RuntimeError, OSError):
+        return None
+
+
 def read_ct(path: str | os.PathLike, series_uid: str | None = None) -> Scan:
     """Read a CT scan: ``read_scan`` with the CT compression-ratio limit (bomb guard)."""
     return read_scan(path, series_uid, max_compression_ratio=CT_MAX_COMPRESSION_RATIO)

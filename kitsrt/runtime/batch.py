@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from kitsrt.errors import InputError, KitsrtError
+from kitsrt.errors import InputError, KitsrtError, ResourceLimitError
 from kitsrt.evaluate import case_name
 from kitsrt.io import (
     LOSSY_GEOMETRY_SUFFIXES,
@@ -27,6 +27,7 @@ from kitsrt.io import (
     Scan,
     check_output_path,
     check_written_geometry,
+    header_voxel_count,
     is_dicom_folder,
     read_ct,
     write_text_atomic,
@@ -179,13 +180,45 @@ def plan_batch(paths: list[Path], out_dir: Path) -> list[Case]:
     return cases
 
 
-def prefetched(paths: list[Path]) -> Iterator[tuple[Path, object]]:
-    """Yield (path, Scan or the KitsrtError raised reading it), reading one scan ahead."""
+# Peak memory of one case, estimated from its voxel count before it is read: the int16 scan (2 B),
+# the uint8 label map (1 B), restore buffers (about 2 B) per voxel, plus the loaded runtime.
+CASE_BYTES_PER_VOXEL, CASE_BASE_BYTES = 5, 512 << 20
+
+
+@dataclass(frozen=True)
+class CaseLimits:
+    """Per-case resource limits of a batch: wall-clock seconds, and the memory a case may need
+    (estimated from its header before reading). None: no limit."""
+
+    time_limit_s: float | None = None
+    memory_budget_bytes: int | None = None
+
+
+def check_memory_budget(path: Path, budget_bytes: int | None) -> None:
+    """Refuse a scan whose estimated peak memory exceeds ``budget_bytes`` (ResourceLimitError, exit 8),
+    from its header alone. A folder (DICOM series) or an unreadable header is left to the reader."""
+    if budget_bytes is None:
+        return
+    voxels = header_voxel_count(path)
+    if voxels is None:
+        return
+    needed = voxels * CASE_BYTES_PER_VOXEL + CASE_BASE_BYTES
+    if needed > budget_bytes:
+        raise ResourceLimitError(f"{path}: needs about {needed / 2**30:.2f} GiB for {voxels} voxels, more than the "
+                                 f"memory budget of {budget_bytes / 2**30:.2f} GiB (--memory-budget-gb); skipped")
+
+
+def prefetched(paths: list[Path], limits: CaseLimits = CaseLimits()) -> Iterator[tuple[Path, object]]:
+    """Yield (path, Scan or the KitsrtError raised reading it), reading one scan ahead; a scan over
+    the memory budget is refused from its header, before it is read."""
     def read(path):
         try:
+            check_memory_budget(path, limits.memory_budget_bytes)
             return read_ct(path)
         except KitsrtError as exc:
             return exc
+        except MemoryError:
+            return ResourceLimitError(f"{path}: ran out of memory reading it; lower --memory-budget-gb")
 
     with ThreadPoolExecutor(max_workers=1) as reader:
         pending = reader.submit(read, paths[0]) if paths else None
@@ -205,7 +238,7 @@ def write_case(result: Result, case: Case) -> dict:
 
 
 def run_batch(segmenter: Segmenter, cases: list[Case], overwrite: bool,
-              on_case: Callable[[Case, dict], None]) -> list[dict]:
+              on_case: Callable[[Case, dict], None], limits: CaseLimits = CaseLimits()) -> list[dict]:
     """Run every case of a plan: skip finished ones (unless ``overwrite``), record a failing case
     (unreadable, not CT, write error) with its one-line error and go on. One summary entry per case.
     A case's outputs are written in the background while the next scan is segmented; ``on_case``
@@ -229,13 +262,13 @@ def run_batch(segmenter: Segmenter, cases: list[Case], overwrite: bool,
 
     with ThreadPoolExecutor(max_workers=1) as writer:
         writing = None  # (case, entry, future) of the write in flight
-        for path, scan in prefetched([c.scan for c in todo]):
+        for path, scan in prefetched([c.scan for c in todo], limits):
             case = next(c for c in todo if c.scan == path)
             entry = {"case": case.name, "input": str(path)}
             try:
                 if isinstance(scan, KitsrtError):
                     raise scan
-                result = segmenter.segment(scan)
+                result = segmenter.segment(scan, limits.time_limit_s)
             except KitsrtError as exc:
                 entry.update({"status": "failed", "error": str(exc), "exit_code": exc.exit_code})
                 finish(case, entry)

@@ -16,7 +16,7 @@ import numpy as np
 
 from kitsrt.engines import RUNTIME_PRECISIONS, check_runtime_precision, create_backend
 from kitsrt.engines.auto import load_auto
-from kitsrt.errors import InputError
+from kitsrt.errors import InputError, ResourceLimitError
 from kitsrt.io import Geometry, Scan, check_image, read_ct, write_label_map
 from kitsrt.engines.base import Backend
 from kitsrt.runtime.kinds import kind_of
@@ -161,8 +161,11 @@ class Segmenter:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def segment(self, scan: Scan | str | os.PathLike) -> Result:
-        timings = Timings()
+    def segment(self, scan: Scan | str | os.PathLike, time_limit_s: float | None = None) -> Result:
+        """Segment a scan (a Scan or a path). ``time_limit_s``: stop with ResourceLimitError (exit 8)
+        at the first stage boundary past that many seconds; running out of memory raises it too."""
+        where = scan.source if isinstance(scan, Scan) else str(scan)
+        timings = Timings(time_limit_s, where or "scan")
         if not isinstance(scan, (Scan, str, os.PathLike)):
             raise InputError(f"segment() takes a kitsrt.io.Scan or a path, not {type(scan).__name__}; "
                              "wrap an array with kitsrt.io.Scan.from_array(array_kji, geometry)")
@@ -175,6 +178,9 @@ class Segmenter:
         spec = self.package.spec
         try:
             outcome = kind_of(spec).run(scan, spec, self.backends, timings)
+        except MemoryError:
+            raise ResourceLimitError(f"{where}: ran out of memory while segmenting; free memory or lower "
+                                     "the batch's --memory-budget-gb so such cases are refused up front") from None
         finally:
             if self.release_memory:
                 for backend in self.backends.values():
