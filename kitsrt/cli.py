@@ -779,9 +779,21 @@ def serve_dicom(
         node.segmenter.close()
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()
+def main(args: list[str] | None = None) -> None:
+    """The console entry point: ``app``, with typer's usage errors (an option out of its range, a
+    missing argument) printed as one ``error:`` line with exit code 2 like every other user error."""
+    try:
+        code = app(args=args, standalone_mode=False)
+    except typer.Abort:
+        raise SystemExit(130) from None
+    except typer.TyperException as exc:  # typer's (vendored click) usage errors
+        if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
+            exc.show()
+        else:
+            err.print(f"[bold red]error:[/] {escape(_one_line(exc.format_message()))}", soft_wrap=True)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()
