@@ -243,3 +243,25 @@ def test_sigterm_during_real_writes_leaves_no_temporary_and_no_partial_output(tm
         assert [p.name for p in tmp_path.iterdir() if p.name != target.name] == []
         if target.exists():
             assert read_label_map(target).geometry.size == (256, 256, 200)
+
+
+RACER = """
+import sys, numpy as np
+from kitsrt.io import Geometry, write_label_map
+grid = Geometry((96, 96, 48), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+labels = np.full(grid.array_shape, int(sys.argv[2]), np.uint8)
+for _ in range(15):
+    write_label_map(labels, grid, sys.argv[1], overwrite=True)
+"""
+
+
+def test_two_processes_racing_for_one_output_leave_one_whole_file(tmp_path):
+    from kitsrt.io import read_label_map
+
+    target = tmp_path / "seg.nii.gz"
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(target), str(value)],
+                               env={**os.environ, "PYTHONPATH": str(REPO)}) for value in (1, 2)]
+    assert [racer.wait(timeout=120) for racer in racers] == [0, 0]
+    values = np.unique(read_label_map(target).array)
+    assert len(values) == 1 and values[0] in (1, 2)
+    assert [p.name for p in tmp_path.iterdir()] == ["seg.nii.gz"]
