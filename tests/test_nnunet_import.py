@@ -105,7 +105,9 @@ def test_package_reproduces_nnunet_predictor(nnunet, tmp_path):
     scores = per_class_dice(ours, ref)
     assert min(scores.values()) >= 0.995, scores
     assert np.mean(ours == ref) >= 0.999
-    assert json.loads((tmp_path / "r.json").read_text())["kind"] == "sliding-window"
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["kind"] == "sliding-window" and report["kidney_found"]
+    assert {"preprocess", "network", "postprocess"} <= set(report["timings_s"])
 
 
 @pytest.mark.parametrize("broken", ["normalization", "transpose", "label_map"])

@@ -37,4 +37,6 @@ class Timings:
         self.check_deadline(stage)
 
     def as_dict(self) -> dict[str, float]:
-        return {stage: round(self.seconds.get(stage, 0.0), 4) for stage in STAGES if stage in self.seconds}
+        """Seconds per stage: the cascade's stages in their order, then any other kind's stages."""
+        order = [s for s in STAGES if s in self.seconds] + [s for s in self.seconds if s not in STAGES]
+        return {stage: round(self.seconds[stage], 4) for stage in order}
