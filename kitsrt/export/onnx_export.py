@@ -69,6 +69,9 @@ def load_checkpoint(path: Path, config_path: Path | None = None) -> Checkpoint:
     if not path.exists():
         raise InputError(f"{path}: no such checkpoint")
     raw = _read_config(path, config_path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("model", raw), dict):
+        raise ModelPackageError(f"{config_path or path.parent / 'config.json'}: expected a JSON object "
+                                "(the config.json `kitsrt train` writes)")
     try:
         config = VBNetConfig.from_dict(raw.get("model", raw))
     except (ValueError, TypeError) as exc:

@@ -16,6 +16,11 @@ from torch import nn
 ARCHITECTURES = ("vbnet",)
 
 
+def _check_count(key: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{key} {value!r}: expected a whole number from {low} to {high}")
+
+
 @dataclass(frozen=True)
 class VBNetConfig:
     """Width and depth of a VB-Net. ``down_blocks[i]`` bottleneck units follow the i-th down-sampling;
@@ -45,7 +50,14 @@ class VBNetConfig:
             raise ValueError(f"unknown architecture {data['architecture']!r}; known: {', '.join(ARCHITECTURES)}")
         values = dict(data)
         if "down_blocks" in values:
-            values["down_blocks"] = tuple(values["down_blocks"])
+            blocks = values["down_blocks"]
+            if not isinstance(blocks, (list, tuple)) or not 1 <= len(blocks) <= 6:
+                raise ValueError(f"down_blocks {blocks!r}: expected a list of 1 to 6 block counts")
+            values["down_blocks"] = tuple(blocks)
+        for key in ("in_channels", "num_classes", "base_channels", "bottleneck_ratio"):
+            _check_count(key, values.get(key, 1), 1, 4096)
+        for count in values.get("down_blocks", ()):
+            _check_count("down_blocks[]", count, 0, 64)
         return cls(**values)
 
 
