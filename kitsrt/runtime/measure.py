@@ -1,0 +1,106 @@
+"""Measurements a radiologist expects, in physical units: volumes in mL, lengths in mm, points in
+LPS mm (x towards the patient's left, y towards posterior, z towards superior).
+
+All functions take a label crop (k, j, i) and the crop's own ``Geometry``, so they work on one
+VOI at a time without touching the full-size label map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from kitsrt.io import Geometry, Scan
+
+EXACT_DIAMETER_POINTS = 2500  # above this many boundary points, extreme points are found first
+
+
+def _fibonacci_directions(count: int) -> np.ndarray:
+    """``count`` unit vectors (count, 3) spread evenly over a half sphere (a diameter has no sign)."""
+    n = np.arange(count) + 0.5
+    z = n / count
+    phi = np.pi * (1 + 5 ** 0.5) * n
+    r = np.sqrt(1 - z ** 2)
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+
+
+def longest_diameter_mm(points_mm: np.ndarray, directions: int = 512) -> float:
+    """Largest distance between two of the points (N, 3), mm (the maximum Feret diameter).
+
+    Exact pairwise for up to ``EXACT_DIAMETER_POINTS`` points; above that, the points extreme along
+    ``directions`` evenly spread directions are kept first (the two ends of the true diameter are
+    extreme along its own direction, so they are almost always among them), then compared pairwise.
+    """
+    points = np.asarray(points_mm, dtype=np.float64)
+    if len(points) < 2:
+        return 0.0
+    if len(points) > EXACT_DIAMETER_POINTS:
+        projections = points @ _fibonacci_directions(directions).T
+        keep = np.unique(np.concatenate([projections.argmin(axis=0), projections.argmax(axis=0)]))
+        points = points[keep]
+    gram = points @ points.T
+    squared = np.diag(gram)[:, None] + np.diag(gram)[None, :] - 2 * gram
+    return float(np.sqrt(max(squared.max(), 0.0)))
+
+
+def _boundary_points_mm(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Physical centres (N, 3) of mask voxels with a 6-neighbour outside the mask."""
+    padded = np.pad(mask, 1)
+    interior = padded[1:-1, 1:-1, 1:-1].copy()
+    for axis in range(3):
+        for shift in (-1, 1):
+            interior &= np.roll(padded, shift, axis)[1:-1, 1:-1, 1:-1]
+    k, j, i = np.nonzero(mask & ~interior)
+    return geometry.index_to_physical(np.stack([i, j, k], axis=1).astype(np.float64))
+
+
+def _round(values, digits: int = 1) -> list[float]:
+    return [round(float(v), digits) for v in values]
+
+
+def lesions(labels: np.ndarray, geometry: Geometry, label: int) -> list[dict]:
+    """Connected components (26-connectivity) of ``labels == label``, largest first: volume (mL),
+    longest diameter (mm) and centre of mass (LPS mm)."""
+    mask = labels == label
+    if not mask.any():
+        return []
+    components = sitk.RelabelComponent(sitk.ConnectedComponent(Scan.from_array(mask.astype(np.uint8), geometry).image,
+                                                               True))
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(components)
+    array = sitk.GetArrayViewFromImage(components)
+    found = []
+    for index in stats.GetLabels():
+        x0, y0, z0, nx, ny, nz = stats.GetBoundingBox(index)
+        box = (slice(z0, z0 + nz), slice(y0, y0 + ny), slice(x0, x0 + nx))
+        origin = geometry.index_to_physical([[x0, y0, z0]])[0]
+        sub = Geometry((nx, ny, nz), geometry.spacing_mm, tuple(origin), geometry.direction)
+        found.append({
+            "volume_ml": round(stats.GetNumberOfPixels(index) * geometry.voxel_volume_ml, 2),
+            "longest_diameter_mm": round(longest_diameter_mm(_boundary_points_mm(array[box] == index, sub)), 1),
+            "centre_mm": _round(stats.GetCentroid(index)),
+        })
+    return found
+
+
+def organ(mask: np.ndarray, geometry: Geometry) -> dict:
+    """Volume (mL) and length (the longest diameter, mm) of one organ mask."""
+    return {"volume_ml": round(float(np.count_nonzero(mask)) * geometry.voxel_volume_ml, 2),
+            "length_mm": round(longest_diameter_mm(_boundary_points_mm(mask, geometry)), 1)}
+
+
+def distance_to_mm(mask: np.ndarray, target: np.ndarray, geometry: Geometry) -> float:
+    """Shortest distance (mm) from any ``mask`` voxel to a ``target`` voxel (centre to centre);
+    inf when ``target`` is empty, 0 when they overlap."""
+    if not target.any():
+        return float("inf")
+    image = Scan.from_array(target.astype(np.uint8), geometry).image
+    distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                            useImageSpacing=True)
+    values = sitk.GetArrayViewFromImage(distance)[mask]
+    return max(float(values.min()), 0.0) if values.size else float("inf")
+
+
+def slice_axis(geometry: Geometry) -> int:
+    """The index axis (0 i, 1 j, 2 k) closest to the patient's superior-inferior axis (LPS z)."""
+    return int(np.argmax(np.abs(geometry.direction_matrix[2, :])))

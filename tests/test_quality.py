@@ -1,0 +1,96 @@
+"""Measurements (volumes, longest diameters, centres in LPS mm) and quality flags, on hand-made
+label maps whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kitsrt.io import Geometry
+from kitsrt.runtime.measure import distance_to_mm, lesions, longest_diameter_mm, organ, slice_axis
+from kitsrt.runtime.quality import QualitySpec, package_warnings, scan_warnings, side_warnings
+
+GRID = Geometry((40, 30, 20), (1.0, 1.0, 2.0), (-20.0, 10.0, 100.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+QUALITY = QualitySpec(kidney_volume_ml=(60, 400), max_tumors_per_side=3, max_tumor_to_kidney_ratio=1.0,
+                      max_tumor_distance_mm=10, midline_tolerance_mm=0, enhanced_kidney_min_hu=100)
+TRAINING = {"contrast_enhanced": True, "spacing_mm": {"in_plane": [0.4375, 0.977], "slice": [0.5, 5.0]}}
+
+
+@pytest.mark.parametrize("shape", [(5, 10, 15), (20, 30, 40)])  # 510 and 4,688 boundary voxels
+def test_longest_diameter_of_a_box_is_its_diagonal(shape):
+    mask = np.zeros((24, 34, 44), bool)
+    mask[2:2 + shape[0], 2:2 + shape[1], 2:2 + shape[2]] = True
+    spacing_kji = np.array([2.0, 1.0, 0.5])
+    geometry = Geometry((44, 34, 24), tuple(spacing_kji[::-1]), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    expected = float(np.linalg.norm((np.array(shape) - 1) * spacing_kji))
+    assert organ(mask, geometry)["length_mm"] == pytest.approx(expected, abs=0.05)
+    assert organ(mask, geometry)["volume_ml"] == pytest.approx(mask.sum() * 1.0 / 1000, abs=0.01)
+
+
+def test_longest_diameter_of_scattered_points_is_exact():
+    points = np.random.default_rng(0).normal(size=(4000, 3)) * (30, 10, 5)
+    brute = max(np.linalg.norm(points[i] - points, axis=1).max() for i in range(len(points)))
+    assert longest_diameter_mm(points) == pytest.approx(brute, rel=1e-3)
+
+
+def test_lesions_largest_first_with_centres_in_lps():
+    labels = np.zeros(GRID.array_shape, np.uint8)
+    labels[2:4, 5:9, 5:9] = 2  # 2 x 4 x 4 voxels of 2 mm^3: 0.064 mL
+    labels[10:15, 20:25, 30:35] = 2  # 5 x 5 x 5 voxels: 0.25 mL
+    found = lesions(labels, GRID, label=2)
+    assert [f["volume_ml"] for f in found] == [0.25, 0.06]
+    assert found[0]["centre_mm"] == [-20 + 32, 10 + 22, 100 + 2 * 12]  # (x, y, z) = origin + index * spacing
+    assert found[0]["longest_diameter_mm"] == pytest.approx(np.linalg.norm([4, 4, 8]), abs=0.05)
+    assert distance_to_mm(labels == 2, np.zeros_like(labels, bool), GRID) == float("inf")
+
+
+def _region(**changes):
+    region = {"side": "right", "kidney": {"volume_ml": 150.0, "length_mm": 110.0}, "kidney_ml": 150.0,
+              "tumor_ml": 20.0, "tumor_count": 1, "crosses_midline_mm": 0.0, "kidney_median_hu": 180.0,
+              "lesions": [{"volume_ml": 20.0, "longest_diameter_mm": 35.0, "centre_mm": [0, 0, 0],
+                           "distance_to_kidney_mm": 1.0}]}
+    region.update(changes)
+    return region
+
+
+def test_a_plausible_region_has_no_warning():
+    assert side_warnings(_region(), QUALITY) == []
+
+
+@pytest.mark.parametrize("changes,code", [
+    ({"kidney": {"volume_ml": 8.0, "length_mm": 30.0}, "kidney_ml": 8.0, "tumor_ml": 2.0}, "kidney_volume_implausible"),
+    ({"tumor_ml": 1871.0}, "tumor_larger_than_kidney"),
+    ({"lesions": [{"volume_ml": 1.0, "longest_diameter_mm": 5.0, "centre_mm": [0, 0, 0],
+                   "distance_to_kidney_mm": 1.0}] * 5}, "too_many_tumors"),
+    ({"lesions": [{"volume_ml": 1.0, "longest_diameter_mm": 5.0, "centre_mm": [0, 0, 0],
+                   "distance_to_kidney_mm": 42.0}]}, "tumor_far_from_kidney"),
+    ({"crosses_midline_mm": 35.0}, "voi_crosses_midline"),
+])
+def test_implausible_region_is_flagged(changes, code):
+    found = side_warnings(_region(**changes), QUALITY)
+    assert [w["code"] for w in found] == [code]
+    assert found[0]["message"] and found[0]["values"]["side"] == "right"
+
+
+def test_scan_level_flags():
+    labels = np.zeros(GRID.array_shape, np.uint8)
+    labels[0, 10:12, 10:12] = 1  # kidney on the first axial slice (array axis 0 is k, the S-I axis here)
+    one_side = [_region(kidney_median_hu=35.0)]
+    coarse = Geometry(GRID.size, (0.8, 0.8, 6.0), GRID.origin_mm, GRID.direction)
+    found = scan_warnings(one_side, labels, coarse, QUALITY, TRAINING)
+    assert [w["code"] for w in found] == ["kidney_missing", "kidney_cut_by_scan", "no_contrast_enhancement",
+                                         "spacing_outside_training"]
+    assert found[-1]["values"] == {"axis": "slice", "spacing_mm": [6.0], "trained_mm": [0.5, 5.0]}
+    fine = Geometry(GRID.size, (0.8, 0.8, 2.0), GRID.origin_mm, GRID.direction)
+    assert scan_warnings([_region(), _region(side="left")], np.zeros_like(labels), fine, QUALITY, TRAINING) == []
+    assert [w["code"] for w in scan_warnings([], np.zeros_like(labels), GRID, QUALITY, {})] == ["no_kidney"]
+
+
+def test_slice_axis_follows_the_direction_not_the_array_order():
+    slices_first = Geometry((20, 30, 40), (5.0, 1.0, 1.0), (0, 0, 0), (0, 0, 1, 0, 1, 0, 1, 0, 0))
+    assert slice_axis(GRID) == 2 and slice_axis(slices_first) == 0
+
+
+def test_package_warnings_carry_the_disclaimer():
+    assert [w["code"] for w in package_warnings(QUALITY, "Demo model: NOT clinical")] == ["demo_model"]
+    assert [w["code"] for w in package_warnings(None, "")] == ["no_quality_limits"]
