@@ -43,6 +43,13 @@ class BackendUnavailable(KitsrtError):
     exit_code = 6
 
 
+class QualityWarnings(KitsrtError):
+    """``--strict``: the result carries quality warnings (implausible findings, a demo model, input
+    unlike the training data). All outputs, warnings included, were still written."""
+
+    exit_code = 7
+
+
 class ResourceLimitError(KitsrtError):
     """A case ran past its time limit or would not fit the memory budget; it was stopped cleanly
     (nothing written for it) and a batch goes on with the next case."""
@@ -58,5 +65,7 @@ EXIT_CODES = {
     ModelPackageError.exit_code: "bad model package: model package or checkpoint missing, corrupt or inconsistent",
     AccuracyGateError.exit_code: "numerical check failed: export parity or precision gate",
     BackendUnavailable.exit_code: "backend unavailable: library or device missing on this machine",
+    QualityWarnings.exit_code: "quality warnings with --strict: outputs written, but the report's warnings say "
+                               "the result must not be trusted blindly",
     ResourceLimitError.exit_code: "resource limit: a case exceeded --time-limit-s or --memory-budget-gb",
 }
