@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kitsrt.errors import EXIT_CODES, InputError, KitsrtError, NoKidneyFound, ResourceLimitError
+from kitsrt.errors import EXIT_CODES, InputError, KitsrtError, NoKidneyFound, QualityWarnings, ResourceLimitError
 
 EXIT_CODE_HELP = "Exit codes: " + "; ".join(f"{code} {text.split(':')[0]}" for code, text in EXIT_CODES.items())
 
@@ -59,6 +59,21 @@ def _triple_plus_channels(text: str) -> tuple[int, int, int, int]:
     if len(values) != 4 or min(values) <= 0:
         raise InputError(f"--input-shape {text!r}: expected four positive integers C,D,H,W, e.g. 1,64,64,64")
     return values
+
+
+def _json_file(path: Optional[Path]) -> dict:
+    """A JSON object from ``path`` ({} for None), or a one-line InputError."""
+    import json
+
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return data
 
 
 def _triple(text: str, what: str, cast=float) -> tuple:
@@ -231,12 +246,15 @@ def infer(
     memory_budget_gb: Optional[float] = typer.Option(None, "--memory-budget-gb", min=0.1, max=4096.0,
                                                      help="Refuse, from its header, a case estimated to need more "
                                                           "memory than this (exit 8; a batch goes on)."),
-    quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with code 7 when the result carries quality warnings "
+                                                         "(outputs are still written)."),
+    quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors and warnings."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (batch: redo finished cases)."),
 ):
     """Segment kidneys and tumors with the coarse-to-fine cascade; the label map is written on the
-    input's exact grid. Exit code 3 (with an empty map written) when no kidney is found. A batch
-    skips cases whose outputs exist (resume) and records a failing case and goes on.
+    input's exact grid. Exit code 3 (with an empty map written) when no kidney is found; with
+    --strict, 7 when the report carries quality warnings. A batch skips cases whose outputs exist
+    (resume) and records a failing case and goes on.
 
     Example: kitsrt infer scan.nii.gz -o seg.nii.gz --report report.json --preview preview.png
     Example: kitsrt infer series_folder/ --format dicom-seg -o seg.dcm
@@ -273,7 +291,8 @@ def infer(
     with Segmenter.load(model, backend=backend, threads=threads, precision=precision) as segmenter:
         if single:
             write_labels = _seg_writer(paths[0], segmenter) if dicom_seg else Result.write
-            _infer_one(segmenter, paths[0], series, target, report, preview, overwrite, quiet, write_labels, limits)
+            _infer_one(segmenter, paths[0], series, target, report, preview, overwrite, quiet, write_labels, limits,
+                       strict)
             return
         summaries = _run_batch_with_progress(segmenter, cases, overwrite, quiet, limits)
     if report is not None:
@@ -287,6 +306,10 @@ def infer(
     if any(not s["kidney_found"] for s in summaries if s["status"] == "done"):
         raise NoKidneyFound("no kidney found in: " + ", ".join(
             s["case"] for s in summaries if s["status"] == "done" and not s["kidney_found"]))
+    flagged = [s["case"] for s in summaries if s["status"] == "done" and s["warnings"]]
+    if strict and flagged:
+        raise QualityWarnings(f"--strict: quality warnings in {len(flagged)} case(s) ({', '.join(flagged[:5])}); "
+                              "outputs written, see each case's report")
 
 
 def _check_infer_outputs(paths, model, outputs, report, preview) -> None:
@@ -328,7 +351,7 @@ def _seg_writer(series_folder: Path, segmenter):
 
 
 def _infer_one(segmenter, path: Path, series, target: Path, report, preview, overwrite: bool, quiet: bool,
-               write_labels, limits) -> None:
+               write_labels, limits, strict: bool) -> None:
     import time
 
     from kitsrt.io import read_ct
@@ -344,6 +367,10 @@ def _infer_one(segmenter, path: Path, series, target: Path, report, preview, ove
     _print_result(path, target, result, quiet)
     if not result.kidney_found:
         raise NoKidneyFound(f"{path}: no kidney found; wrote an empty label map to {target}")
+    codes = [w["code"] for w in result.report["warnings"]]
+    if strict and codes:
+        raise QualityWarnings(f"{path}: --strict and {len(codes)} quality warning(s) ({', '.join(codes)}); "
+                              f"outputs written, see the report")
 
 
 def write_text_atomic_json(data, path: Path, overwrite: bool) -> None:
@@ -451,6 +478,8 @@ def export(
     input_shape: str = typer.Option("1,64,64,64", help="--factory: example input C,D,H,W to trace on."),
     provenance: str = typer.Option("", help="Free text for the card: data, command, duration."),
     demo: bool = typer.Option(False, help="Mark the card as a demo model trained on synthetic phantoms."),
+    training_data: Optional[Path] = typer.Option(None, help="JSON for the card's training_data (contrast_enhanced, "
+                                                            "spacing_mm {in_plane, slice}): the runtime warns outside it."),
     overwrite: bool = typer.Option(False, help="Replace an existing ONNX file and card."),
 ):
     """Export a checkpoint to ONNX (opset 17, dynamic spatial axes), check parity against PyTorch
@@ -498,7 +527,8 @@ def export(
     stage_spec = getattr(spec, stage)
     card = run_export(loaded, output, {"name": stage, "spacing_mm": list(stage_spec.spacing_mm),
                                        "hu_window": stage_spec.normalization.hu_window, "provenance": provenance,
-                                       "disclaimer": DEMO_DISCLAIMER if demo else ""}, volume, overwrite)
+                                       "disclaimer": DEMO_DISCLAIMER if demo else "",
+                                       "training_data": _json_file(training_data)}, volume, overwrite)
     parity = card["parity_vs_torch"]
     err.print(f"wrote {output} and {output.with_suffix('.json')}: parity max |Δlogit| "
               f"{parity['max_abs_logit_diff']:.2e}, argmax agreement {parity['argmax_agreement']:.6f} "

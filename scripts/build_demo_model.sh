@@ -13,8 +13,8 @@ kitsrt train "$data" --stage coarse -o "$work/coarse" --exclude "$holdout" --ste
 kitsrt train "$data" --stage fine -o "$work/fine" --exclude "$holdout" --steps 1800 --cache "$work/cache"
 note="trained by scripts/build_demo_model.sh on phantoms of 24 KiTS19 label maps (held out: $holdout)"
 mkdir -p "$out"
-kitsrt export "$work/coarse/checkpoint.pt" --stage coarse -o "$out/coarse.onnx" --demo --provenance "$note" --overwrite
-kitsrt export "$work/fine/checkpoint.pt" --stage fine -o "$out/fine.onnx" --demo --provenance "$note" --overwrite
+kitsrt export "$work/coarse/checkpoint.pt" --stage coarse -o "$out/coarse.onnx" --demo --provenance "$note" --training-data scripts/demo_training_data.json --overwrite
+kitsrt export "$work/fine/checkpoint.pt" --stage fine -o "$out/fine.onnx" --demo --provenance "$note" --training-data scripts/demo_training_data.json --overwrite
 python -m kitsrt.export.package "$out"
 # Reduced-precision variants, gated on held-out phantoms: a calibration set from 12 label maps,
 # 4 of them held out (seed 0), VOIs placed by the new coarse network.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kitsrt.io import Geometry
-from kitsrt.runtime.measure import distance_to_mm, lesions, longest_diameter_mm, organ, slice_axis
+from kitsrt.runtime.measure import lesions, longest_diameter_mm, organ, slice_axis
 from kitsrt.runtime.quality import QualitySpec, package_warnings, scan_warnings, side_warnings
 
 GRID = Geometry((40, 30, 20), (1.0, 1.0, 2.0), (-20.0, 10.0, 100.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
@@ -37,11 +37,15 @@ def test_lesions_largest_first_with_centres_in_lps():
     labels = np.zeros(GRID.array_shape, np.uint8)
     labels[2:4, 5:9, 5:9] = 2  # 2 x 4 x 4 voxels of 2 mm^3: 0.064 mL
     labels[10:15, 20:25, 30:35] = 2  # 5 x 5 x 5 voxels: 0.25 mL
-    found = lesions(labels, GRID, label=2)
+    kidney = np.zeros_like(labels, bool)
+    kidney[10:15, 20:25, 10:20] = True  # 10 voxels (10 mm) in x before the larger lesion
+    found = lesions(labels, GRID, label=2, near=kidney)
     assert [f["volume_ml"] for f in found] == [0.25, 0.06]
     assert found[0]["centre_mm"] == [-20 + 32, 10 + 22, 100 + 2 * 12]  # (x, y, z) = origin + index * spacing
     assert found[0]["longest_diameter_mm"] == pytest.approx(np.linalg.norm([4, 4, 8]), abs=0.05)
-    assert distance_to_mm(labels == 2, np.zeros_like(labels, bool), GRID) == float("inf")
+    assert found[0]["distance_to_kidney_mm"] == 11.0  # x index 19 to 30, centre to centre
+    assert lesions(labels, GRID, label=2, near=np.zeros_like(kidney))[0]["distance_to_kidney_mm"] is None
+    assert organ(kidney, GRID)["centre_mm"] == [-20 + 14.5, 10 + 22, 100 + 2 * 12]
 
 
 def _region(**changes):

@@ -93,3 +93,7 @@ class Backend(ABC):
 
     def describe(self) -> str:
         return self.name
+
+    def loaded_file(self) -> str:
+        """The file this backend's weights come from (its SHA-256 goes into the report)."""
+        return self.model_path

@@ -37,6 +37,9 @@ class TensorRTBackend(Backend):
         self._run_lock = threading.Lock()
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
 
+    def loaded_file(self) -> str:
+        return str(plan_path(Path(self.model_path)))
+
     def _load(self) -> None:
         trt = import_tensorrt()
         self._trt, self._cudart = trt, cuda_runtime()

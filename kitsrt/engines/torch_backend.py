@@ -25,6 +25,9 @@ class TorchBackend(Backend):
         self._model = None
         self._card: dict = {}
 
+    def loaded_file(self) -> str:
+        return str(Path(self.model_path).with_suffix(".weights.npz"))
+
     def _load(self) -> None:
         from kitsrt.models.weights import model_from_package
         from kitsrt.models import require_torch

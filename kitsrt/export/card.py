@@ -43,4 +43,7 @@ def build_card(checkpoint, onnx_sha256: str, stage: dict, parity: dict, opset: i
         "parity_vs_torch": parity,
         "tools": tool_versions(),
         "disclaimer": stage.get("disclaimer", ""),
+        # What the network was trained on, for the runtime's quality warnings: contrast_enhanced
+        # (bool) and spacing_mm {in_plane: [lo, hi], slice: [lo, hi]}.
+        "training_data": stage.get("training_data", {}),
     }

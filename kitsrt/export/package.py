@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from kitsrt.io import sha256_of, write_text_atomic
-from kitsrt.runtime.pipeline import CascadeSpec, NetworkSpec, WindowSymmetric, seed002_preset
+from kitsrt.runtime.pipeline import CascadeSpec, NetworkSpec, WindowSymmetric, load_pipeline, seed002_preset
 
 
 def network_from_card(folder: Path, network: NetworkSpec) -> NetworkSpec:
@@ -26,10 +26,20 @@ def network_from_card(folder: Path, network: NetworkSpec) -> NetworkSpec:
     })
 
 
+# Package configuration a rebuild of the networks keeps from an existing pipeline.json.
+KEPT_KEYS = ("roi", "postprocess", "quality")
+
+
 def package_spec(folder: Path, coarse: str = "coarse.onnx", fine: str = "fine.onnx") -> CascadeSpec:
+    """The seed 002 preset with each network's file facts; an existing ``pipeline.json``'s ROI policy,
+    post-processing and quality limits are kept."""
     spec = seed002_preset(coarse, fine)
     updated = {role: network_from_card(folder, net) for role, net in spec.networks().items()}
-    return CascadeSpec.model_validate({**spec.model_dump(), **{k: v.model_dump() for k, v in updated.items()}})
+    kept = {}
+    if (folder / "pipeline.json").exists():
+        old = load_pipeline(folder / "pipeline.json").model_dump()
+        kept = {key: old[key] for key in KEPT_KEYS if key in old}
+    return CascadeSpec.model_validate({**spec.model_dump(), **kept, **{k: v.model_dump() for k, v in updated.items()}})
 
 
 def main(folder: str) -> None:

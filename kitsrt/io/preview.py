@@ -95,6 +95,7 @@ def _whole_plane(image: sitk.Image, center_mm, view: str, box, pixel_mm: float, 
 # Orientation letters at the (left, right, top, bottom) edges of each view, radiological convention.
 _MARKERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I")}
 _TEXT, _MUTED, _WARN, _BACKGROUND = (235, 235, 235), (170, 170, 170), (255, 200, 60), (0, 0, 0)
+_DISCLAIMER, _FRAME = (255, 140, 40), (90, 90, 90)
 
 
 def _require_pillow():
@@ -156,7 +157,7 @@ def render_report_preview(ct: Scan, labels: Scan, rows: list[tuple[str, tuple]],
     width = max(width, 600)
     body, small, big = _font(15), _font(13), _font(20)
     measure = draw_module.Draw(image_module.new("RGB", (1, 1)))
-    header = [(title, big, _TEXT)] + [(line, small, _MUTED) for line in _wrapped(measure, disclaimer, small, width - 20)]
+    header = [(title, big, _TEXT)] + [(line, body, _DISCLAIMER) for line in _wrapped(measure, disclaimer, body, width - 20)]
     footer = [(line, small, _WARN) for text in warnings for line in _wrapped(measure, f"! {text}", small, width - 20)]
     row_heights = [max(t.height for t in row) + 26 for row in tiles]
     height = 12 + 24 * len(header) + 26 + sum(row_heights) + 18 * len(footer) + 12
@@ -179,6 +180,7 @@ def render_report_preview(ct: Scan, labels: Scan, rows: list[tuple[str, tuple]],
         x = 10
         for tile in row:
             page.paste(tile, (x, y + 24))
+            draw.rectangle((x - 1, y + 23, x + tile.width, y + 24 + tile.height), outline=_FRAME)
             x += tile.width + 10
         y += row_height
     for text, font, color in footer:

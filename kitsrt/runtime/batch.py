@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from kitsrt.errors import InputError, KitsrtError, ResourceLimitError
 from kitsrt.evaluate import case_name
 from kitsrt.io import (
@@ -33,9 +35,7 @@ from kitsrt.io import (
     write_text_atomic,
 )
 from kitsrt.io.outputs import is_own_output
-from kitsrt.io.preview import render_views, volume_center_mm, write_png
-from kitsrt.masks import bounding_box
-from kitsrt.runtime.postprocess import TUMOR, components_by_size
+from kitsrt.io.preview import render_report_preview, write_png
 from kitsrt.runtime.segmenter import Result, Segmenter
 
 
@@ -103,20 +103,36 @@ def write_label_output(result: Result, output: Path, overwrite: bool) -> None:
                     "refuse to combine it with the input; write .nrrd or .mha for an exact grid", drift.as_dict())
 
 
-def preview_centers(result: Result) -> list:
-    """Centre points (LPS mm) of each tumor's box, or of each kidney's box when there is none."""
-    geometry = result.geometry
-    centers = []
-    for voi_mask in (result.labels == TUMOR, result.labels > 0):
-        if not voi_mask.any():
-            continue
-        components = components_by_size(voi_mask)
-        for lesion in range(1, min(int(components.max()), 4) + 1):
-            box = bounding_box(components == lesion)
-            center_kji = [(s.start + s.stop - 1) / 2.0 for s in box]
-            centers.append(tuple(geometry.index_to_physical([center_kji[::-1]])[0]))
-        break
-    return centers
+def preview_rows(report: dict, geometry) -> list[tuple[str, tuple]]:
+    """(caption, LPS point) per preview row: each kidney's centre, then the two largest tumors; the
+    scan's middle when nothing was found."""
+    rows = []
+    for region in report["kidneys"]:
+        kidney = region["kidney"]
+        if "centre_mm" in kidney:
+            rows.append((f"{region['side']} kidney: {kidney['volume_ml']:.0f} mL of tissue, "
+                         f"{kidney['length_mm']:.0f} mm long", tuple(kidney["centre_mm"])))
+    tumors = sorted(((lesion, region["side"]) for region in report["kidneys"] for lesion in region["lesions"]),
+                    key=lambda item: -item[0]["volume_ml"])
+    for n, (lesion, side) in enumerate(tumors[:2]):
+        rows.append((f"{side} tumor {n + 1} of {len(tumors)}: {lesion['volume_ml']:.1f} mL, longest diameter "
+                     f"{lesion['longest_diameter_mm']:.0f} mm", tuple(lesion["centre_mm"])))
+    if not rows:
+        middle = geometry.index_to_physical([(np.asarray(geometry.size) - 1) / 2.0])[0]
+        rows.append(("no kidney found: the middle of the scan", tuple(middle)))
+    return rows
+
+
+def write_preview(result: Result, ct: Scan, path: Path, overwrite: bool, case: str) -> None:
+    """The readable preview: case name, legend, disclaimer, slices through each kidney and the largest
+    tumors with the whole scan in view, and every warning."""
+    report = result.report
+    title = f"{case}: kidneys and tumors by {report['pipeline']} ({report['backend']})"
+    warnings = [w["message"] for w in report["warnings"] if w["code"] != "demo_model"]
+    disclaimer = report["disclaimer"] or "Research software: check every result before any use."
+    page = render_report_preview(ct, Scan.from_array(result.labels, result.geometry),
+                                 preview_rows(report, result.geometry), title, disclaimer, warnings)
+    write_png(page, path, overwrite)
 
 
 def write_outputs(result: Result, scan, output: Path, report: Path | None, preview: Path | None,
@@ -134,9 +150,7 @@ def write_outputs(result: Result, scan, output: Path, report: Path | None, previ
         write_text_atomic(json.dumps(result.report, indent=2) + "\n", report, overwrite)
     if preview is not None:
         ct = scan if isinstance(scan, Scan) else read_ct(scan)
-        labels = Scan.from_array(result.labels, result.geometry)
-        centers = preview_centers(result) or [volume_center_mm(ct)]
-        write_png(render_views(ct, labels, centers), preview, overwrite)
+        write_preview(result, ct, preview, overwrite, case_name(Path(ct.source)) if ct.source else "scan")
 
 
 @dataclass(frozen=True)

@@ -58,9 +58,20 @@ def _round(values, digits: int = 1) -> list[float]:
     return [round(float(v), digits) for v in values]
 
 
-def lesions(labels: np.ndarray, geometry: Geometry, label: int) -> list[dict]:
+def distance_map_mm(target: np.ndarray, geometry: Geometry) -> np.ndarray | None:
+    """Distance (mm, centre to centre) of every voxel to the nearest ``target`` voxel (<= 0 inside);
+    None when ``target`` is empty."""
+    if not target.any():
+        return None
+    image = Scan.from_array(target.astype(np.uint8), geometry).image
+    return sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                                               useImageSpacing=True))
+
+
+def lesions(labels: np.ndarray, geometry: Geometry, label: int, near: np.ndarray | None = None) -> list[dict]:
     """Connected components (26-connectivity) of ``labels == label``, largest first: volume (mL),
-    longest diameter (mm) and centre of mass (LPS mm)."""
+    longest diameter (mm), centre of mass (LPS mm) and, with a ``near`` mask (the kidney), the
+    shortest distance to it in mm (None when ``near`` is empty)."""
     mask = labels == label
     if not mask.any():
         return []
@@ -69,6 +80,7 @@ def lesions(labels: np.ndarray, geometry: Geometry, label: int) -> list[dict]:
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(components)
     array = sitk.GetArrayViewFromImage(components)
+    distance = distance_map_mm(near, geometry) if near is not None else None
     found = []
     for index in stats.GetLabels():
         x0, y0, z0, nx, ny, nz = stats.GetBoundingBox(index)
@@ -80,25 +92,20 @@ def lesions(labels: np.ndarray, geometry: Geometry, label: int) -> list[dict]:
             "longest_diameter_mm": round(longest_diameter_mm(_boundary_points_mm(array[box] == index, sub)), 1),
             "centre_mm": _round(stats.GetCentroid(index)),
         })
+        if near is not None:
+            gap = None if distance is None else max(float(distance[box][array[box] == index].min()), 0.0)
+            found[-1]["distance_to_kidney_mm"] = None if gap is None else round(gap, 1)
     return found
 
 
 def organ(mask: np.ndarray, geometry: Geometry) -> dict:
-    """Volume (mL) and length (the longest diameter, mm) of one organ mask."""
-    return {"volume_ml": round(float(np.count_nonzero(mask)) * geometry.voxel_volume_ml, 2),
-            "length_mm": round(longest_diameter_mm(_boundary_points_mm(mask, geometry)), 1)}
-
-
-def distance_to_mm(mask: np.ndarray, target: np.ndarray, geometry: Geometry) -> float:
-    """Shortest distance (mm) from any ``mask`` voxel to a ``target`` voxel (centre to centre);
-    inf when ``target`` is empty, 0 when they overlap."""
-    if not target.any():
-        return float("inf")
-    image = Scan.from_array(target.astype(np.uint8), geometry).image
-    distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
-                                            useImageSpacing=True)
-    values = sitk.GetArrayViewFromImage(distance)[mask]
-    return max(float(values.min()), 0.0) if values.size else float("inf")
+    """Volume (mL), length (the longest diameter, mm) and centre of mass (LPS mm) of one organ mask."""
+    found = {"volume_ml": round(float(np.count_nonzero(mask)) * geometry.voxel_volume_ml, 2),
+             "length_mm": round(longest_diameter_mm(_boundary_points_mm(mask, geometry)), 1)}
+    if mask.any():
+        k, j, i = (float(np.mean(axis)) for axis in np.nonzero(mask))
+        found["centre_mm"] = _round(geometry.index_to_physical([[i, j, k]])[0])
+    return found
 
 
 def slice_axis(geometry: Geometry) -> int:

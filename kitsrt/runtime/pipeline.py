@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from kitsrt.errors import ModelPackageError
 from kitsrt.io.validate import FOV_MAX_MM, MAX_VOXELS, SPACING_MAX_MM, SPACING_MIN_MM
+from kitsrt.runtime.quality import QualitySpec
 from kitsrt.runtime.sliding_window_spec import SlidingWindowSpec
 
 SPEC_VERSION = 2
@@ -208,7 +209,25 @@ class FillHoles(Strict):
         return (*self.labels, self.fill_with)
 
 
-Rule = Annotated[Union[LargestComponents, DropUnlessTouching, FillHoles], Field(discriminator="rule")]
+class KidneyAndNearbyTumor(Strict):
+    """Anatomy per VOI: keep the largest connected component of kidney + tumor that holds kidney
+    tissue (a tumor-only blob is not a kidney), plus every tumor component of the input that lies
+    within ``margin_mm`` of that kidney's tissue (shortest centre-to-centre distance); everything
+    else becomes background. Tumor specks under ``min_tumor_ml`` become kidney where they touch it
+    (partial-volume noise at the kidney's edge), background elsewhere."""
+
+    rule: Literal["kidney-and-nearby-tumor"] = "kidney-and-nearby-tumor"
+    kidney: int = 1
+    tumor: int = 2
+    margin_mm: NonNegativeMm = 5.0
+    min_tumor_ml: float = Field(0.0, strict=True, allow_inf_nan=False, ge=0.0)
+
+    def label_ids(self) -> tuple[int, ...]:
+        return (self.kidney, self.tumor)
+
+
+Rule = Annotated[Union[LargestComponents, DropUnlessTouching, FillHoles, KidneyAndNearbyTumor],
+                 Field(discriminator="rule")]
 Restore = Literal["probabilities-linear", "labels-nearest"]
 
 SEED002_RULES = (LargestComponents(labels=(1, 2), count=1), DropUnlessTouching(label=2, touching=1))
@@ -222,6 +241,7 @@ class _Pipeline(Strict):
     labels: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LABELS))
     postprocess: tuple[Rule, ...] = ()
     restore: Restore = "probabilities-linear"
+    quality: QualitySpec | None = None  # plausibility limits for the report's warnings
 
     @model_validator(mode="after")
     def _known_labels(self):
@@ -244,14 +264,16 @@ class _Pipeline(Strict):
 class RoiPolicy(Strict):
     """How the coarse mask becomes VOIs: keep up to ``components`` largest connected components of
     the coarse kidney mask (label > 0) of at least ``min_volume_ml``, each boxed with ``margin_mm``.
-    When the fine stage finds kidney or tumor on a face of its VOI, that face moves out by
-    ``grow_mm`` and the VOI runs again, at most ``grow_steps`` times (large exophytic tumors)."""
+    When the fine stage finds the VOI's own kidney tissue (not a stray tumor blob) on a face of its
+    VOI, that face moves out by ``grow_mm`` and the VOI runs again, at most ``grow_steps`` times and
+    never beyond ``max_extent_mm`` per axis (None: no limit)."""
 
     components: Count = 2
     min_volume_ml: Real = Field(5.0, ge=0.0)
     margin_mm: NonNegativeMm = 15.0
     grow_mm: NonNegativeMm = 20.0
     grow_steps: int = Field(2, strict=True, ge=0, le=10)
+    max_extent_mm: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=FOV_MAX_MM)] | None = None
 
 
 class CascadeSpec(_Pipeline):
@@ -329,7 +351,7 @@ def _describe(error: dict) -> str:
         loc = loc[1:]
     loc = [part for part in loc if part not in ("window-symmetric", "window-unit", "ct-zscore",
                                                 "largest-components", "drop-unless-touching", "fill-holes",
-                                                "ct", "zscore", "none", "rescale-0-1")]
+                                                "ct", "zscore", "none", "rescale-0-1", "kidney-and-nearby-tumor")]
     if error["type"] == "union_tag_invalid":
         ctx = error["ctx"]
         loc.append(ctx["discriminator"].strip("'"))

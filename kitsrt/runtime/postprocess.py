@@ -2,7 +2,8 @@
 
 Rules (``kitsrt.runtime.pipeline``): ``largest-components`` (seed 002: the largest kidney(+tumor)
 component of a VOI; seed 004: the three largest structures over 10 mL), ``drop-unless-touching``
-(tumor kept only where it touches kidney), ``fill-holes``.
+(tumor kept only where it touches kidney), ``fill-holes``, ``kidney-and-nearby-tumor`` (the VOI's
+kidney and the tumors within a margin of it).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from kitsrt.runtime.pipeline import DropUnlessTouching, FillHoles, LargestComponents
+from kitsrt.runtime.pipeline import DropUnlessTouching, FillHoles, KidneyAndNearbyTumor, LargestComponents
 
 KIDNEY, TUMOR = 1, 2
 
@@ -62,11 +63,44 @@ def fill_holes(labels: np.ndarray, rule: FillHoles) -> None:
     labels[(filled > 0) & ~mask & (labels == 0)] = rule.fill_with
 
 
-def apply_rules(labels: np.ndarray, rules, voxel_volume_ml: float) -> np.ndarray:
-    """Apply ``rules`` in order to a (k, j, i) label map whose voxels hold ``voxel_volume_ml`` each.
-    Returns a new uint8 array."""
+def kidney_and_nearby_tumor(labels: np.ndarray, rule: KidneyAndNearbyTumor, spacing_mm) -> None:
+    """In place: keep the largest kidney+tumor component holding kidney tissue, and the tumor
+    components within ``rule.margin_mm`` of that component's kidney tissue; ``spacing_mm`` in ITK
+    order (i, j, k)."""
+    union = (labels == rule.kidney) | (labels == rule.tumor)
+    components = components_by_size(union)
+    with_kidney = np.unique(components[labels == rule.kidney])
+    if with_kidney.size == 0:
+        labels[union] = 0
+        return
+    kidney = (components == with_kidney.min()) & (labels == rule.kidney)  # 1 = largest
+    image = sitk.GetImageFromArray(kidney.astype(np.uint8))
+    image.SetSpacing(tuple(float(s) for s in spacing_mm))
+    distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(  # a copy: the image is a temporary
+        image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
+    keep = components == with_kidney.min()
+    tumors = components_by_size(labels == rule.tumor)
+    near = np.unique(tumors[(tumors > 0) & (distance <= rule.margin_mm + 1e-6)])
+    keep |= np.isin(tumors, near[near > 0])
+    labels[union & ~keep] = 0
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    sizes = np.bincount(tumors.ravel())
+    touching = float(np.linalg.norm(spacing_mm)) + 1e-6  # a 26-neighbour of kidney tissue
+    for speck in near[(near > 0) & (sizes[near] * voxel_ml < rule.min_tumor_ml)]:
+        inside = tumors == speck
+        labels[inside] = rule.kidney if distance[inside].min() <= touching else 0
+
+
+def apply_rules(labels: np.ndarray, rules, voxel_volume_ml: float, spacing_mm=None) -> np.ndarray:
+    """Apply ``rules`` in order to a (k, j, i) label map whose voxels hold ``voxel_volume_ml`` each
+    (``spacing_mm``, ITK order (i, j, k), for rules that measure distances). Returns a new uint8 array."""
     out = labels.astype(np.uint8, copy=True)
     for rule in rules:
+        if isinstance(rule, KidneyAndNearbyTumor):
+            if spacing_mm is None:
+                raise ValueError("kidney-and-nearby-tumor needs the voxel spacing")
+            kidney_and_nearby_tumor(out, rule, spacing_mm)
+            continue
         if isinstance(rule, LargestComponents):
             largest_components(out, rule, voxel_volume_ml)
         elif isinstance(rule, DropUnlessTouching):

@@ -19,7 +19,7 @@ from kitsrt.runtime.measure import slice_axis
 class QualitySpec(BaseModel):
     """Plausibility limits for one pipeline's results (``pipeline.json`` → ``quality``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kidney_volume_ml: tuple[float, float] = Field(description="plausible volume of one kidney's tissue (label 1), mL")
     max_tumors_per_side: int = Field(ge=0, description="more lesions than this on one side is implausible")
@@ -56,7 +56,8 @@ def side_warnings(region: dict, quality: QualitySpec) -> list[dict]:
                              f"{side}: {len(region['lesions'])} separate tumors, more than the plausible "
                              f"{quality.max_tumors_per_side}; many may be false positives",
                              side=side, tumor_count=len(region["lesions"]), max_count=quality.max_tumors_per_side))
-    far = [lesion for lesion in region["lesions"] if lesion["distance_to_kidney_mm"] > quality.max_tumor_distance_mm]
+    far = [lesion for lesion in region["lesions"]
+           if lesion["distance_to_kidney_mm"] is None or lesion["distance_to_kidney_mm"] > quality.max_tumor_distance_mm]
     if far:
         found.append(warning("tumor_far_from_kidney",
                              f"{side}: {len(far)} tumor(s) more than {quality.max_tumor_distance_mm:g} mm from "

@@ -21,6 +21,7 @@ from kitsrt.io import Geometry, Scan, check_image, read_ct, write_label_map
 from kitsrt.engines.base import Backend
 from kitsrt.runtime.kinds import kind_of
 from kitsrt.runtime.package import ModelPackage, load_package
+from kitsrt.runtime.quality import package_warnings, scan_warnings, side_warnings
 from kitsrt.runtime.report import build_report
 from kitsrt.runtime.timing import Timings
 
@@ -106,6 +107,45 @@ def check_looks_like_ct(scan: Scan) -> None:
                          "intercept, or another modality?)")
 
 
+def models_run(backends: dict[str, Backend], backend_name: str) -> list[dict]:
+    """Per role: the file each backend loaded, its SHA-256 and its precision (from the card beside it)."""
+    import json
+
+    from kitsrt.io import sha256_of
+
+    models = []
+    for role, backend in backends.items():
+        path = Path(backend.loaded_file())
+        card = Path(backend.model_path).with_suffix(".json")
+        precision = json.loads(card.read_text()).get("precision", "fp32") if card.exists() else "unknown"
+        models.append({"role": role, "file": path.name, "sha256": sha256_of(path), "precision": precision,
+                       "backend": backend_name})
+    return models
+
+
+def card_facts(package: ModelPackage) -> tuple[dict, str]:
+    """What the package's model cards say about the training data (``training_data``, merged over
+    the networks) and their disclaimer (the first one given)."""
+    training, disclaimer = {}, ""
+    for network in package.spec.networks().values():
+        card = package.card(network)
+        training.update(card.get("training_data", {}))
+        disclaimer = disclaimer or card.get("disclaimer", "")
+    return training, disclaimer
+
+
+def quality_warnings(regions: list[dict], labels: np.ndarray, scan: Scan, package: ModelPackage,
+                     training: dict, disclaimer: str) -> list[dict]:
+    """Every warning of one result, with the package's thresholds (``kitsrt.runtime.quality``)."""
+    quality = package.spec.quality
+    found = package_warnings(quality, disclaimer)
+    if quality is not None:
+        for region in regions:
+            found += side_warnings(region, quality)
+        found += scan_warnings(regions, labels, scan.geometry, quality, training)
+    return found
+
+
 class Segmenter:
     """A loaded package: ``backends`` maps each network role of the pipeline to a loaded backend."""
 
@@ -116,6 +156,8 @@ class Segmenter:
         self.backend_name = backend_name
         self.backend_choice = backend_choice  # ``--backend auto``: every candidate tried and why
         self.release_memory = release_memory  # backends give scratch memory back after each scan
+        self.models = models_run(backends, backend_name)  # hashed once, from the files actually loaded
+        self.training, self.disclaimer = card_facts(package)
 
     @classmethod
     def load(cls, package: str | os.PathLike | None = None, backend: str = "onnxruntime",
@@ -185,10 +227,10 @@ class Segmenter:
             if self.release_memory:
                 for backend in self.backends.values():
                     backend.release_memory()
-        report = build_report(scan.source, scan.geometry, outcome.regions, timings.as_dict(),
-                              self.backend_name, self.package)
+        warnings = quality_warnings(outcome.regions, outcome.labels, scan, self.package, self.training,
+                                    self.disclaimer)
+        report = build_report(scan, outcome.regions, timings.as_dict(), self.backend_name, self.package,
+                              self.models, warnings, self.disclaimer)
         if self.backend_choice is not None:
             report["backend_choice"] = self.backend_choice
-        if scan.dicom is not None:
-            report["dicom"] = scan.dicom.as_dict()
         return Result(outcome.labels, scan.geometry, report, tuple(outcome.extra.get("boxes", ())))

@@ -58,6 +58,7 @@ class VoiResult:
     box: Box
     slices: tuple[slice, ...]
     labels: np.ndarray  # (k, j, i) on the crop of the original grid, post-processed
+    growth_steps: int = 0  # how often the VOI grew because its kidney reached a face
 
 
 def foreground_faces(labels: np.ndarray, box: Box, bounds: Box, tolerance_mm: float = 1.0) -> list[tuple[int, int]]:
@@ -73,11 +74,38 @@ def foreground_faces(labels: np.ndarray, box: Box, bounds: Box, tolerance_mm: fl
     return faces
 
 
+def own_kidney(labels: np.ndarray) -> np.ndarray:
+    """Kidney tissue (label 1) of the largest kidney+tumor component that holds any: the VOI's own
+    kidney, not a stray tumor blob or a fragment elsewhere. (z, y, x) bool."""
+    components = components_by_size(labels > 0)
+    with_kidney = np.unique(components[labels == 1])
+    if with_kidney.size == 0:
+        return np.zeros(labels.shape, bool)
+    return (components == with_kidney.min()) & (labels == 1)
+
+
+def capped(box: Box, grown: Box, max_extent_mm: float | None) -> Box:
+    """``grown`` with each axis's growth cut back so that no extent exceeds ``max_extent_mm`` (an axis
+    already wider keeps its size); both moved faces share the cut equally."""
+    if max_extent_mm is None:
+        return grown
+    low, high = np.asarray(grown.low, float), np.asarray(grown.high, float)
+    for axis in range(3):
+        allowed = max(max_extent_mm - (box.high[axis] - box.low[axis]), 0.0)
+        moved_low, moved_high = box.low[axis] - low[axis], high[axis] - box.high[axis]
+        if moved_low + moved_high <= allowed:
+            continue
+        share = allowed / (moved_low + moved_high)
+        low[axis], high[axis] = box.low[axis] - moved_low * share, box.high[axis] + moved_high * share
+    return Box(tuple(low), tuple(high))
+
+
 def fine_stage(scan: Scan, box: Box, spec: CascadeSpec, backend: Backend, timings: Timings) -> VoiResult:
-    """Segment one VOI; where its largest kidney(+tumor) component reaches a face of the VOI, move
-    that face out and run again (up to ``roi.grow_steps`` times), so a kidney or a large exophytic
-    tumor that the coarse stage under-reached is not cut off."""
+    """Segment one VOI; where its own kidney tissue (``own_kidney``, not a stray tumor blob) reaches
+    a face of the VOI, move that face out and run again (up to ``roi.grow_steps`` times, never wider
+    than ``roi.max_extent_mm``), so a kidney the coarse stage under-reached is not cut off."""
     stage, bounds = spec.fine, scan_box(scan.geometry)
+    steps = 0
     for attempt in range(spec.roi.grow_steps + 1):
         with timings.timer("fine_preprocess"):
             grid = canonical_grid(box, stage.spacing_mm, stage.divisibility)
@@ -86,16 +114,16 @@ def fine_stage(scan: Scan, box: Box, spec: CascadeSpec, backend: Backend, timing
             logits = infer_volume(volume, stage, backend)
         if attempt == spec.roi.grow_steps:
             break
-        kidney = components_by_size(logits.argmax(axis=0) > 0) == 1  # the VOI's own kidney, not stray blobs
-        faces = foreground_faces(kidney, box, bounds)
-        if not faces:
+        faces = foreground_faces(own_kidney(logits.argmax(axis=0)), box, bounds)
+        grown = capped(box, box.grown_faces(faces, spec.roi.grow_mm).intersect(bounds), spec.roi.max_extent_mm)
+        if not faces or np.allclose(grown.low, box.low) and np.allclose(grown.high, box.high):
             break
-        box = box.grown_faces(faces, spec.roi.grow_mm).intersect(bounds)
+        box, steps = grown, steps + 1
     with timings.timer("postprocess"):
         slices, crop = crop_grid(scan.geometry, box)
         labels = restore_labels(softmax(logits), grid, crop, spec.restore)
-        labels = apply_rules(labels, spec.postprocess, scan.geometry.voxel_volume_ml)
-    return VoiResult(box, slices, labels)
+        labels = apply_rules(labels, spec.postprocess, scan.geometry.voxel_volume_ml, scan.geometry.spacing_mm)
+    return VoiResult(box, slices, labels, steps)
 
 
 def paste(vois: list[VoiResult], geometry: Geometry) -> np.ndarray:
@@ -114,5 +142,5 @@ def run(scan: Scan, spec: CascadeSpec, backends: dict[str, Backend], timings: Ti
     vois = [fine_stage(scan, box, spec, backends["fine"], timings) for box in boxes]
     with timings.timer("postprocess"):
         labels = paste(vois, scan.geometry)
-    regions = [voi_entry(voi, scan.geometry, coarse.body_mid_x_mm) for voi in vois]
+    regions = [voi_entry(voi, scan, coarse.body_mid_x_mm) for voi in vois]
     return KindResult(labels, regions, {"boxes": tuple(v.box for v in vois)})

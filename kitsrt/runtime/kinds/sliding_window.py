@@ -23,7 +23,7 @@ import numpy as np
 
 from kitsrt.runtime import nnunet_ops as ops
 from kitsrt.runtime.kinds.base import KindResult
-from kitsrt.runtime.postprocess import count_components
+from kitsrt.runtime.report import sided_regions
 from kitsrt.runtime.sliding_window_spec import (
     CtNormalization,
     Fold,
@@ -159,15 +159,5 @@ def run(scan, spec: SlidingWindowSpec, backends: dict, timings):
     maps each role of ``spec.networks()`` to a loaded backend."""
     predictors = [backend_predictor(backends[role], fold) for role, fold in spec.networks().items()]
     labels = segment_array(scan.array, scan.geometry.array_spacing_mm, spec, predictors, timings)
-    return KindResult(labels=labels, regions=whole_scan_region(labels, scan.geometry.voxel_volume_ml),
+    return KindResult(labels=labels, regions=sided_regions(labels, scan),
                       extra={"folds": len(predictors), "mirroring": spec.use_mirroring})
-
-
-def whole_scan_region(labels: np.ndarray, voxel_ml: float) -> list[dict]:
-    """The report's entry for a whole-scan segmentation (no VOIs, no sides): kidney (kidney and
-    tumor) and tumor volumes in mL, tumor count; no entry when no kidney was found."""
-    counts = np.bincount(labels.ravel(), minlength=3)
-    if counts[1:3].sum() == 0:
-        return []
-    return [{"side": "both", "kidney_ml": round(float(counts[1]) * voxel_ml, 2),
-             "tumor_ml": round(float(counts[2]) * voxel_ml, 2), "tumor_count": count_components(labels == 2)}]
