@@ -5,6 +5,7 @@ and an output format that cannot hold DICOM geometry."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,7 +155,10 @@ def test_infer_on_a_dicom_series_writes_exact_nrrd_and_uids(tmp_path, phantom_se
     data = json.loads(text)
     assert data["dicom"]["series_instance_uid"] == SERIES and len(data["dicom"]["sop_instance_uids"]) == 56
     assert "Doe" not in text and "PATIENT-ID" not in text
-    assert not any(w["code"] == "output_geometry_inexact" for w in data.get("warnings", []))
+    schema = json.loads((Path(__file__).resolve().parents[1] / "kitsrt" / "schemas" / "report.schema.json").read_text())
+    pytest.importorskip("jsonschema").validate(data, schema)
+    codes = {w["code"] for w in data["warnings"]}
+    assert "output_geometry_inexact" not in codes and "no_contrast_agent_recorded" in codes  # no (0018,0010)
     output.unlink()
 
 

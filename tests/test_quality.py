@@ -8,7 +8,8 @@ import pytest
 
 from kitsrt.io import Geometry
 from kitsrt.runtime.measure import lesions, longest_diameter_mm, organ, slice_axis
-from kitsrt.runtime.quality import QualitySpec, package_warnings, scan_warnings, side_warnings
+from kitsrt.io import DicomInfo
+from kitsrt.runtime.quality import QualitySpec, header_warnings, package_warnings, scan_warnings, side_warnings
 
 GRID = Geometry((40, 30, 20), (1.0, 1.0, 2.0), (-20.0, 10.0, 100.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
 QUALITY = QualitySpec(kidney_volume_ml=(60, 400), max_tumors_per_side=3, max_tumor_to_kidney_ratio=1.0,
@@ -98,3 +99,11 @@ def test_slice_axis_follows_the_direction_not_the_array_order():
 def test_package_warnings_carry_the_disclaimer():
     assert [w["code"] for w in package_warnings(QUALITY, "Demo model: NOT clinical")] == ["demo_model"]
     assert [w["code"] for w in package_warnings(None, "")] == ["no_quality_limits"]
+
+
+def test_dicom_header_without_contrast_agent_is_flagged_for_an_enhanced_model():
+    info = DicomInfo("1.2", "1.2.3", ("1.2.3.1",), "CT", "", "the only series in the folder")
+    assert [w["code"] for w in header_warnings(info, TRAINING)] == ["no_contrast_agent_recorded"]
+    enhanced = DicomInfo("1.2", "1.2.3", ("1.2.3.1",), "CT", "IOPAMIDOL", "the only series in the folder")
+    assert header_warnings(enhanced, TRAINING) == [] and header_warnings(None, TRAINING) == []
+    assert header_warnings(info, {"contrast_enhanced": False}) == []

@@ -157,8 +157,10 @@ def render_report_preview(ct: Scan, labels: Scan, rows: list[tuple[str, tuple]],
     width = max(width, 600)
     body, small, big = _font(15), _font(13), _font(20)
     measure = draw_module.Draw(image_module.new("RGB", (1, 1)))
-    header = [(title, big, _TEXT)] + [(line, body, _DISCLAIMER) for line in _wrapped(measure, disclaimer, body, width - 20)]
-    footer = [(line, small, _WARN) for text in warnings for line in _wrapped(measure, f"! {text}", small, width - 20)]
+    header = ([(line, big, _TEXT) for line in _wrapped(measure, title, big, width - 20)]
+              + [(line, body, _DISCLAIMER) for line in _wrapped(measure, disclaimer, body, width - 20)])
+    footer = [(line, small, _WARN) for text in warnings
+              for line in _wrapped(measure, f"warning: {text}", small, width - 20)]
     row_heights = [max(t.height for t in row) + 26 for row in tiles]
     height = 12 + 24 * len(header) + 26 + sum(row_heights) + 18 * len(footer) + 12
     page = image_module.new("RGB", (width, height), _BACKGROUND)

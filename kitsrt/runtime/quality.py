@@ -104,6 +104,17 @@ def scan_warnings(regions: list[dict], labels: np.ndarray, geometry: Geometry, q
     return found
 
 
+def header_warnings(dicom, training: dict) -> list[dict]:
+    """What the DICOM header says against the training data: no Contrast/Bolus Agent (0018,0010)
+    recorded for a model trained on contrast-enhanced CT (a hint; some exports drop the tag)."""
+    if dicom is None or not training.get("contrast_enhanced") or dicom.contrast_agent:
+        return []
+    return [warning("no_contrast_agent_recorded",
+                    "the DICOM header records no contrast agent (0018,0010), but the model was trained on "
+                    "contrast-enhanced CT; an unenhanced scan gives unreliable results",
+                    series_instance_uid=dicom.series_instance_uid)]
+
+
 def spacing_warnings(geometry: Geometry, trained: dict) -> list[dict]:
     """Input spacing outside the card's ``training_data.spacing_mm`` {in_plane: [lo, hi], slice: [lo, hi]}."""
     axis = slice_axis(geometry)

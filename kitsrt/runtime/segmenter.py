@@ -21,7 +21,7 @@ from kitsrt.io import Geometry, Scan, check_image, read_ct, write_label_map
 from kitsrt.engines.base import Backend
 from kitsrt.runtime.kinds import kind_of
 from kitsrt.runtime.package import ModelPackage, load_package
-from kitsrt.runtime.quality import package_warnings, scan_warnings, side_warnings
+from kitsrt.runtime.quality import header_warnings, package_warnings, scan_warnings, side_warnings
 from kitsrt.runtime.report import build_report
 from kitsrt.runtime.timing import Timings
 
@@ -143,7 +143,7 @@ def quality_warnings(regions: list[dict], labels: np.ndarray, scan: Scan, packag
         for region in regions:
             found += side_warnings(region, quality)
         found += scan_warnings(regions, labels, scan.geometry, quality, training)
-    return found
+    return found + header_warnings(scan.dicom, training)
 
 
 class Segmenter:
