@@ -137,7 +137,7 @@ def card_facts(package: ModelPackage) -> tuple[dict, str]:
 def quality_warnings(regions: list[dict], labels: np.ndarray, scan: Scan, package: ModelPackage,
                      training: dict, disclaimer: str) -> list[dict]:
     """Every warning of one result, with the package's thresholds (``kitsrt.runtime.quality``)."""
-    quality = package.spec.quality
+    quality = getattr(package.spec, "quality", None)  # kinds without the field: no limits
     found = package_warnings(quality, disclaimer)
     if quality is not None:
         for region in regions:
