@@ -236,7 +236,9 @@ def infer(
     series: Optional[str] = typer.Option(None, "--series", help="DICOM folder with several series: the Series "
                                                                 "Instance UID to read (default: the best-fitting CT series)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the report JSON here (batch: the summary)."),
-    preview: Optional[Path] = typer.Option(None, "--preview", help="Write a PNG of slices through each tumor (one scan)."),
+    preview: Optional[Path] = typer.Option(None, "--preview", help="Write a PNG through each kidney and the largest "
+                                                                   "tumors, with legend, R/L A/P S/I markers and the "
+                                                                   "warnings (one scan; the preview extra)."),
     output_format: str = typer.Option("auto", "--format", help="auto: a DICOM SEG for one DICOM series (NRRD where "
                                                                "the dicom extra is missing), else by the -o suffix "
                                                                "(.dcm: SEG); image: NIfTI/NRRD/MHA by the -o suffix; "
