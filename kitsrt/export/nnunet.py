@@ -7,7 +7,6 @@ inference setting nnU-Net's predictor would use. The package folder appears whol
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
@@ -18,7 +17,7 @@ import numpy as np
 
 from kitsrt.errors import InputError, ModelPackageError
 from kitsrt.export.nnunet_folder import ModelFolder, build_network, read_model_folder
-from kitsrt.runtime.kinds.sliding_window import SlidingWindowSpec
+from kitsrt.runtime.sliding_window_spec import SlidingWindowSpec
 
 KITSRT_LABELS = (0, 1, 2)
 
@@ -114,8 +113,6 @@ def import_nnunet(model_folder: Path, package: Path, folds: list[str] | None = N
                   checkpoint: str = "checkpoint_final.pth", label_overrides: dict[int, int] | None = None,
                   mirroring: bool = True, overwrite: bool = False) -> SlidingWindowSpec:
     """Build the package folder ``package``; returns its validated spec."""
-    import torch
-
     from kitsrt.export.module_export import export_module
     from kitsrt.io import sha256_of, write_text_atomic
 
@@ -123,7 +120,6 @@ def import_nnunet(model_folder: Path, package: Path, folds: list[str] | None = N
     if package.exists() and not overwrite:
         raise InputError(f"{package}: output already exists; pass --overwrite to replace it")
     model = read_model_folder(Path(model_folder), folds, checkpoint)
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     staging = package.with_name(f".{package.name}.partial-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
     try:
@@ -156,7 +152,3 @@ def parse_label_map(text: str) -> dict[int, int]:
     except ValueError:
         raise InputError(f"--label-map {text!r}: expected VALUE:LABEL pairs separated by commas, e.g. 3:1") from None
 
-
-def describe(spec: SlidingWindowSpec) -> str:
-    return json.dumps({"folds": len(spec.folds), "patch_size": spec.patch_size,
-                       "target_spacing_mm": spec.target_spacing_mm, "mirror_axes": spec.mirror_axes})
