@@ -1,8 +1,9 @@
 """``--backend auto``: the fastest installed backend whose outputs match onnxruntime CPU's.
 
 Order, fastest first where each can run: ``tensorrt`` (needs engines from ``kitsrt build`` and a
-GPU), ``onnxruntime-cuda`` (GPU), ``openvino`` (CPU: 1.2-1.6x onnxruntime's speed on the demo
-nets, ``benchmarks/results/bench.md``), ``onnxruntime`` (always there: the reference). Each
+GPU), ``onnxruntime-cuda`` (GPU), ``openvino`` (CPU: its FP32 networks took 0.74-0.97x onnxruntime's
+time in ``benchmarks/results/int8_profile.json`` and ``bench.md``), ``onnxruntime`` (always there: the
+reference). Each
 candidate loads every network, then runs it once on a fixed input of 32^3 voxels next to
 onnxruntime CPU on the same file; a backend that is missing, fails to load or disagrees is skipped
 and the reason recorded, so a fallback is never silent (the report's ``backend_choice``).
