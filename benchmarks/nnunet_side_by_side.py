@@ -59,7 +59,8 @@ def _tree_rss_bytes(root: int) -> int:
 def measure(command: list[str], env: dict) -> dict:
     """Run ``command``; wall seconds and peak process-tree RSS."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               encoding="utf-8", errors="replace")
     peak = [0]
 
     def sample():

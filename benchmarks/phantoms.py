@@ -41,7 +41,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label in cases:
             done = subprocess.run([sys.executable, "-c", CHILD, str(label), f"{tmp}/ct.nii.gz"],
-                                  capture_output=True, text=True, check=True)
+                                  capture_output=True, encoding="utf-8", errors="replace", check=True)
             seconds, rss_kb = done.stdout.split()
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(label))

@@ -16,7 +16,18 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MISSING_TOOLS = [name for name in ("storescu", "echoscu", "Orthanc") if shutil.which(name) is None]
+
+
+def system_tool(name: str) -> str | None:
+    """``name`` from PATH outside this Python environment: pynetdicom installs its own ``storescu`` and
+    ``echoscu`` into the venv's bin, which would shadow dcmtk's once the venv is activated."""
+    venv_bin = Path(sys.prefix, "bin").resolve()
+    folders = [f for f in os.environ.get("PATH", "").split(os.pathsep) if f and Path(f).resolve() != venv_bin]
+    return shutil.which(name, path=os.pathsep.join(folders))
+
+
+TOOLS = {name: system_tool(name) for name in ("storescu", "echoscu", "Orthanc")}
+MISSING_TOOLS = [name for name, path in TOOLS.items() if path is None]
 
 
 def free_port() -> int:
@@ -54,7 +65,7 @@ class Orthanc:
         (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
         self.log_path = folder / "orthanc.log"
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=self._log,
+        self.process = subprocess.Popen([TOOLS["Orthanc"], str(folder / "orthanc.json")], stdout=self._log,
                                         stderr=subprocess.STDOUT)
         wait_until(self._up, 30, "Orthanc's REST API")
 
@@ -95,7 +106,7 @@ class Node:
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kitsrt.cli", "serve", "dicom", "--port", str(self.port), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", errors="replace", env=env)
         self.events: list[dict] = []
         self.stderr = ""
         threading.Thread(target=self._read, daemon=True).start()
@@ -130,10 +141,10 @@ class Node:
 
 
 def storescu(folder: Path, port: int, calling_ae: str = "TESTER", called_ae: str = "KITSRT"):
-    return subprocess.run(["storescu", "-aet", calling_ae, "-aec", called_ae, "+sd", "127.0.0.1", str(port),
-                           str(folder)], capture_output=True, text=True, timeout=120)
+    return subprocess.run([TOOLS["storescu"], "-aet", calling_ae, "-aec", called_ae, "+sd", "127.0.0.1", str(port),
+                           str(folder)], capture_output=True, encoding="utf-8", errors="replace", timeout=120)
 
 
 def echoscu(port: int, calling_ae: str = "TESTER", called_ae: str = "KITSRT"):
-    return subprocess.run(["echoscu", "-aet", calling_ae, "-aec", called_ae, "127.0.0.1", str(port)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run([TOOLS["echoscu"], "-aet", calling_ae, "-aec", called_ae, "127.0.0.1", str(port)],
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=60)

@@ -114,5 +114,5 @@ def test_runtime_imports_without_torch():
             "import kitsrt, kitsrt.io, kitsrt.runtime, kitsrt.engines, kitsrt.cli, kitsrt.phantom, kitsrt.metrics\n"
             "import kitsrt.runtime.pipeline, kitsrt.runtime.preprocess, kitsrt.runtime.voi\n"
             "assert sys.modules['torch'] is None\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace")
     assert done.returncode == 0, done.stderr

@@ -72,7 +72,8 @@ BLOCKED_IMPORT = textwrap.dedent("""
 
 
 def test_every_module_imports_with_torch_blocked():
-    done = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT], capture_output=True, text=True, cwd=REPO,
+    done = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT], capture_output=True, cwd=REPO,
+                          encoding="utf-8", errors="replace",
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     lines = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)

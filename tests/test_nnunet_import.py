@@ -40,7 +40,7 @@ def run(*args):
 def _script(*args) -> str:
     env = dict(os.environ, PYTHONPATH=str(HERE.parent), nnUNet_compile="false")
     done = subprocess.run([sys.executable, str(HERE / "nnunet_model.py"), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
 

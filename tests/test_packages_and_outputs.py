@@ -208,7 +208,8 @@ with temporary_sibling(Path(sys.argv[1])) as tmp:
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
 def test_signal_during_a_write_removes_the_temporary_file(tmp_path, number):
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "seg.nii.gz")], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                             stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert child.stdout.readline().strip() == "writing"
     assert any(tmp_path.iterdir())
     child.send_signal(number)
@@ -235,7 +236,8 @@ def test_sigterm_during_real_writes_leaves_no_temporary_and_no_partial_output(tm
     target = tmp_path / "seg.nii.gz"
     for delay in (0.3, 0.9, 1.7):
         child = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                                 stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
         assert child.stdout.readline().strip() == "ready"
         time.sleep(delay)
         child.send_signal(signal.SIGTERM)

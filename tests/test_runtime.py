@@ -176,5 +176,5 @@ def test_segmenter_runs_without_torch(tmp_path, small_case):
             "from kitsrt import Segmenter\n"
             f"r = Segmenter.load(threads=1).segment({str(tmp_path / 'scan.nii.gz')!r})\n"
             "assert r.kidney_found and 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace")
     assert done.returncode == 0, done.stderr
