@@ -116,7 +116,7 @@ def test_fp16_variant_keeps_float32_interface(calibration_set, package):
 
 
 @pytest.mark.parametrize("options, exit_code, message", [
-    (["--method", "percentile", "--max-dice-drop", "-1.0", "--target-agreement", "0"], 5, "refused"),
+    (["--method", "minmax", "--max-dice-drop", "0", "--target-agreement", "0"], 5, "refused"),
     (["--target-agreement", "1.0", "--probe-inputs", "1", "--ops", "Add"], 4, "lower --target-agreement"),
 ], ids=["gate", "unreachable-agreement-target"])
 def test_int8_refusal_writes_nothing(calibration_set, package, options, exit_code, message):
