@@ -106,7 +106,8 @@ def sliding_window_child(scan_path: str, threads: int, windows: int, full: bool)
     from kitsrt.export.weights import model_from_package
     from kitsrt.io import read_scan
     from kitsrt.runtime.package import load_package
-    from kitsrt.runtime.preprocess import canonical_grid, resample_image, scan_box
+    from kitsrt.runtime.preprocess import scan_box
+    from kitsrt.runtime.regions import stage_input
     from kitsrt.runtime.sliding_window import tile_starts
 
     torch = require_torch()
@@ -118,8 +119,7 @@ def sliding_window_child(scan_path: str, threads: int, windows: int, full: bool)
     patch = (96, 96, 96)
     start = time.perf_counter()
     scan = read_scan(scan_path)
-    grid = canonical_grid(scan_box(scan.geometry), stage.spacing_mm, 1)
-    volume = stage.normalization.apply(resample_image(scan.image, grid, anti_alias=False))
+    volume, _ = stage_input(scan, scan_box(scan.geometry), stage)  # the whole scan at the fine spacing
     prepare = time.perf_counter() - start
     count = int(np.prod([len(tile_starts(max(n, p), p, 0.5)) for n, p in zip(volume.shape, patch)]))
     x = torch.from_numpy(volume[None, None])

@@ -420,51 +420,59 @@ def _run_batch_with_progress(segmenter, cases, overwrite, quiet, limits=None):
 def train(
     data: Path = typer.Argument(..., help="KiTS-layout folder: case_*/segmentation.nii.gz (+ imaging.nii.gz; "
                                           "a phantom is synthesized where imaging is missing)."),
-    stage: str = typer.Option(..., help="coarse (6 mm, whole scan) or fine (1 mm, kidney VOIs)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Folder for checkpoint.pt and config.json."),
+    stage: Optional[str] = typer.Option(None, help="coarse (6 mm, whole scan) or fine (1 mm, kidney VOIs); with "
+                                                   "--preset seed004: kidney or tumor (default: both)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for checkpoint.pt and config.json "
+                                                            "(seed004: one subfolder per network)."),
     exclude: str = typer.Option("", help="Comma-separated cases to hold out (never trained on)."),
     steps: int = typer.Option(300, min=1, help="Optimizer steps."),
     batch_size: int = typer.Option(2, min=1, max=1024, help="Crops per step."),
     crop: str = typer.Option("64,64,64", help="Training crop z,y,x in voxels (multiple of the divisibility)."),
-    preset: Optional[str] = typer.Option(None, help="Network preset (coarse, fine, tiny); default: the stage's."),
+    preset: Optional[str] = typer.Option(None, help="seed004 (nested V-Nets), or a seed 002 VB-Net size (coarse, "
+                                                    "fine, tiny; default: the stage's)."),
     learning_rate: float = typer.Option(2e-3, help="Adam learning rate (cosine-decayed)."),
     seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Random seed."),
     threads: int = typer.Option(2, min=1, max=256, help="CPU threads for torch."),
     cache: Optional[Path] = typer.Option(None, help="Folder caching the preprocessed volumes between runs."),
     resume: bool = typer.Option(False, help="Continue from output/checkpoint.pt."),
 ):
-    """Train a VB-Net stage with the seed 002 recipe (needs the export extra: torch).
+    """Train with a seed's recipe (needs the export extra: torch): a seed 002 VB-Net stage, or the
+    seed 004 nested V-Nets (--preset seed004: kidney, then tumor on the kidney-masked volume).
 
     Example: kitsrt train ../shared/data/kits19 --stage fine -o work/fine --exclude case_00021 --steps 400
+
+    Example: kitsrt train ../shared/data/kits19 --preset seed004 -o work/seed004 --steps 400
     """
     from rich.progress import Progress
 
-    from kitsrt.runtime.pipeline import seed002_preset
     from kitsrt.training import require_torch
 
     require_torch()
-    from kitsrt.training.data import prepare_volumes
-    from kitsrt.training.trainer import preset_config, train as run_training
+    from kitsrt.training.data import prepare_all
+    from kitsrt.training.trainer import preset_config, train as run_training, training_plan
 
-    if stage not in ("coarse", "fine"):
-        raise InputError(f"--stage {stage!r}: expected coarse or fine")
     _finite(learning_rate, "learning-rate", 1e-8, 10.0)
-    config = preset_config(stage, preset, steps=steps, batch_size=batch_size, crop=_triple(crop, "crop", int),
-                           learning_rate=learning_rate, seed=seed, threads=threads)
-    if any(c % config.model.divisibility for c in config.crop):
-        raise InputError(f"--crop {crop}: each size must be a multiple of {config.model.divisibility}")
+    spec, roles = training_plan(preset, stage)
+    configs = {role: preset_config(role, preset, steps=steps, batch_size=batch_size, crop=_triple(crop, "crop", int),
+                                   learning_rate=learning_rate, seed=seed, threads=threads) for role in roles}
+    for config in configs.values():
+        if any(c % config.model.divisibility for c in config.crop):
+            raise InputError(f"--crop {crop}: each size must be a multiple of {config.model.divisibility}")
     excluded = {c for c in exclude.split(",") if c}
     with Progress(console=err, transient=False) as bar:
         task = bar.add_task("preparing cases", total=None)
-        volumes = prepare_volumes(data, stage, seed002_preset(), excluded, cache,
-                                  progress=lambda case: bar.update(task, description=f"prepared {case}"))
+        volumes = prepare_all(data, spec, excluded, cache,
+                              progress=lambda case: bar.update(task, description=f"prepared {case}"))
         bar.update(task, total=1, completed=1)
-        task = bar.add_task(f"training {stage}", total=steps)
-        summary = run_training(volumes, config, output, resume,
-                               progress=lambda step, loss: bar.update(task, completed=step,
-                                                                     description=f"training {stage} loss {loss:.3f}"))
-    err.print(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s on {len(volumes)} volumes; "
-              f"final loss {summary['final_loss']:.3f}; wrote {output / 'checkpoint.pt'}")
+        for role, config in configs.items():
+            folder = output / role if preset == "seed004" else output
+            task = bar.add_task(f"training {role}", total=steps)
+            summary = run_training(volumes[role], config, folder, resume,
+                                   progress=lambda step, loss, t=task, r=role: bar.update(
+                                       t, completed=step, description=f"training {r} loss {loss:.3f}"))
+            err.print(f"{role}: trained {summary['steps']} steps in {summary['seconds']:.0f} s "
+                      f"({summary['cpu_seconds']:.0f} s CPU) on {len(volumes[role])} volumes; "
+                      f"final loss {summary['final_loss']:.3f}; wrote {folder / 'checkpoint.pt'}")
 
 
 @app.command()
@@ -472,7 +480,8 @@ def train(
 def export(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) written by `kitsrt train` (or a bare state_dict)."),
     output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write; its model card goes beside it (.json)."),
-    stage: Optional[str] = typer.Option(None, help="coarse or fine: sets the card's spacing and HU window (seed 002 preset)."),
+    stage: Optional[str] = typer.Option(None, help="coarse or fine (seed 002), kidney or tumor (seed 004): sets the "
+                                                   "card's spacing, normalisation and labels from the seed's preset."),
     config: Optional[Path] = typer.Option(None, help="config.json of the checkpoint (default: beside it)."),
     factory: Optional[str] = typer.Option(None, help="package.module:callable building a network kitsrt does not "
                                                      "define (e.g. monai.networks.nets:UNet); replaces --stage."),
@@ -510,27 +519,15 @@ def export(
                   f"{parity['max_abs_logit_diff']:.2e} on {parity['inputs']} inputs")
         return
     if stage is None:
-        raise InputError("kitsrt export: pass --stage coarse|fine (a kitsrt VB-Net) or --factory module:callable")
+        raise InputError("kitsrt export: pass --stage coarse|fine|kidney|tumor (a kitsrt VB-Net or V-Net) or "
+                         "--factory module:callable")
     from kitsrt.export.card import DEMO_DISCLAIMER
-    from kitsrt.export.onnx_export import export as run_export
-    from kitsrt.export.onnx_export import load_checkpoint
-    from kitsrt.phantom import procedural_label_map, synthesize_ct
-    from kitsrt.runtime.pipeline import seed002_preset
-    from kitsrt.training.data import coarse_volume, fine_volumes
+    from kitsrt.export.onnx_export import card_facts, export as run_export, load_checkpoint, parity_volume
 
-    if stage not in ("coarse", "fine"):
-        raise InputError(f"--stage {stage!r}: expected coarse or fine")
     loaded = load_checkpoint(checkpoint, config)
-    spec = seed002_preset()
-    labels = procedural_label_map(seed=11)
-    ct = synthesize_ct(labels, seed=11)
-    volume = (coarse_volume(ct, labels, spec, "parity") if stage == "coarse"
-              else fine_volumes(ct, labels, spec, "parity")[0]).image
-    stage_spec = getattr(spec, stage)
-    card = run_export(loaded, output, {"name": stage, "spacing_mm": list(stage_spec.spacing_mm),
-                                       "hu_window": stage_spec.normalization.hu_window, "provenance": provenance,
-                                       "disclaimer": DEMO_DISCLAIMER if demo else "",
-                                       "training_data": _json_file(training_data)}, volume, overwrite)
+    facts = card_facts(stage, provenance, DEMO_DISCLAIMER if demo else "")
+    facts["training_data"] = _json_file(training_data)
+    card = run_export(loaded, output, facts, parity_volume(stage), overwrite)
     parity = card["parity_vs_torch"]
     err.print(f"wrote {output} and {output.with_suffix('.json')}: parity max |Δlogit| "
               f"{parity['max_abs_logit_diff']:.2e}, argmax agreement {parity['argmax_agreement']:.6f} "
@@ -550,21 +547,21 @@ def calibrate(
     threads: int = typer.Option(0, min=0, max=256, help="onnxruntime threads."),
 ):
     """Build a calibration set: coarse 6 mm inputs and fine 1 mm VOIs drawn through the runtime's
-    own preprocessing (VOIs placed by the package's coarse network), with a manifest.
+    own preprocessing (the VOIs the package's cascade finally ran on, after growth), with a manifest.
 
     Example: kitsrt calibrate --cases ../shared/data/kits19 -o calib/ --holdout 0.25
     """
     from kitsrt.calibration.dataset import build_set, phantom_sources
-    from kitsrt.engines import create_backend
     from kitsrt.runtime.package import load_package
+    from kitsrt.runtime.segmenter import Segmenter
 
     _finite(holdout, "holdout", 0.0, 1.0)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise InputError(f"{output}: folder exists and is not empty; choose a new folder")
     package = load_package(model)
     sources = phantom_sources(cases, procedural, seed)
-    with create_backend("onnxruntime", str(package.model_path(package.spec.coarse)), threads) as coarse:
-        manifest = build_set(sources, package, coarse, output, holdout, seed,
+    with Segmenter.load(model, backend="onnxruntime", threads=threads) as segmenter:
+        manifest = build_set(sources, package, segmenter, output, holdout, seed,
                              progress=lambda case: err.print(f"  drew {case}"))
     counts = {k: v["count"] for k, v in manifest["stages"].items()}
     held = sum(1 for e in manifest["sources"] if e["split"] == "holdout")

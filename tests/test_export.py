@@ -40,6 +40,8 @@ def test_trained_checkpoint_exports_with_parity(tmp_path, trained):
     assert card["parity_vs_torch"]["argmax_agreement"] > 0.999
     model = onnx.load(tmp_path / "tiny.onnx")
     assert model.opset_import[0].version >= 17
+    ops = [node.op_type for node in model.graph.node]
+    assert "ConvTranspose" in ops and "BatchNormalization" not in ops  # BN folded, also after ConvTranspose
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 1, "depth", "height", "width"]
     saved = json.loads((tmp_path / "tiny.json").read_text())
@@ -116,3 +118,25 @@ def test_runtime_imports_without_torch():
             "assert sys.modules['torch'] is None\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace")
     assert done.returncode == 0, done.stderr
+
+
+def test_seed004_vnet_trains_masked_and_exports_with_one_sigmoid_channel(tmp_path, small_case):
+    from kitsrt.runtime.pipeline import seed004_preset
+    from kitsrt.training.data import nested_volumes
+
+    labels, ct = small_case
+    volumes = nested_volumes(ct, labels, seed004_preset(), "small")
+    tumor = volumes["tumor"][0]
+    assert tumor.image.shape == (168, 168, 168) and tumor.mask is not None
+    assert not tumor.image[tumor.mask == 0].any()  # kidney-masked input: air (0) outside the kidney
+    assert not tumor.labels[tumor.mask == 0].any()
+    config = preset_config("tumor", "seed004", steps=2, batch_size=1, crop=(32, 32, 32), checkpoint_every=2)
+    train(volumes["tumor"], config, tmp_path / "tumor")
+    checkpoint = load_checkpoint(tmp_path / "tumor" / "checkpoint.pt")
+    stage = {"name": "tumor", "spacing_mm": [2.0] * 3, "hu_window": [-200.0, 500.0],
+             "normalization": {"kind": "window-unit", "hu_window": [-200.0, 500.0]}}
+    card = export(checkpoint, tmp_path / "tumor.onnx", stage, tumor.image[:64, :64, :64])
+    assert card["output"]["shape"][1] == 1 and card["architecture"]["architecture"] == "vnet"
+    assert card["scaling"].endswith("[0, 1]")
+    ops = [node.op_type for node in onnx.load(tmp_path / "tumor.onnx").graph.node]
+    assert "BatchNormalization" not in ops

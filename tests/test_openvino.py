@@ -129,9 +129,10 @@ def phantom_voi(small_case):
     """The fine net's input for the first kidney VOI of the small phantom, cut by the runtime itself."""
     from kitsrt.calibration.dataset import Source, stage_inputs
 
-    package = load_package()
-    with create_backend("onnxruntime", str(package.model_path(package.spec.coarse)), threads=1) as coarse:
-        inputs = stage_inputs(Source("small", small_case[1], None, "small"), package, coarse)
+    from kitsrt.runtime.segmenter import Segmenter
+
+    with Segmenter.load(threads=1) as segmenter:
+        inputs = stage_inputs(Source("small", small_case[1], None, "small"), segmenter)
     return inputs["fine"][0][None, None]
 
 

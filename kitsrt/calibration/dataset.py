@@ -1,9 +1,10 @@
 """Calibration sets: stage inputs drawn through the runtime's own preprocessing, saved with a manifest.
 
 For each source scan the coarse input is the whole scan on the 6 mm grid, and the fine inputs are
-the 1 mm VOIs that the runtime itself would cut: the package's coarse network runs on the scan and
-``find_vois`` boxes its output, exactly as in ``kitsrt infer``. The set therefore depends on the
-coarse model only (its SHA-256 is recorded), not on the fine one. A fixed, seeded share of the scans
+the 1 mm VOIs that the runtime itself cuts: the package's cascade runs on the scan (FP32) exactly as
+in ``kitsrt infer``, VOIs grown where the fine network found kidney on a face, and each final VOI is
+cut again through ``kitsrt.runtime.regions.stage_input``. The set therefore depends on both models
+(their SHA-256 are recorded). A fixed, seeded share of the scans
 is held out for the accuracy gate and never used to compute quantization ranges.
 
 Layout of a set folder::
@@ -24,10 +25,9 @@ import numpy as np
 
 from kitsrt.errors import InputError
 from kitsrt.io import Scan, sha256_of, write_label_map, write_text_atomic
-from kitsrt.runtime.kinds.cascade import coarse_stage, find_vois
 from kitsrt.runtime.package import ModelPackage
-from kitsrt.runtime.preprocess import canonical_grid, resample_image
-from kitsrt.runtime.timing import Timings
+from kitsrt.runtime.preprocess import scan_box
+from kitsrt.runtime.regions import stage_input
 
 SET_VERSION = 1
 
@@ -43,16 +43,14 @@ class Source:
     phantom_seed: int | None = None
 
 
-def stage_inputs(source: Source, package: ModelPackage, coarse_backend) -> dict[str, list[np.ndarray]]:
-    """The exact network inputs ``kitsrt infer`` would build for this scan, per stage."""
-    spec = package.spec
-    timings = Timings()
-    coarse = coarse_stage(source.ct, spec, coarse_backend, timings)
-    fine_inputs = []
-    for box in find_vois(coarse, source.ct, spec):
-        grid = canonical_grid(box, spec.fine.spacing_mm, spec.fine.divisibility)
-        fine_inputs.append(spec.fine.normalization.apply(resample_image(source.ct.image, grid, anti_alias=False)))
-    return {"coarse": [coarse.volume], "fine": fine_inputs}
+def stage_inputs(source: Source, segmenter) -> dict[str, list[np.ndarray]]:
+    """The exact network inputs ``kitsrt infer`` builds for this scan, per stage: the whole scan for
+    the coarse network and every VOI the fine network finally ran on (after growth), by ``segmenter``
+    (an FP32 ``Segmenter`` of the package)."""
+    spec = segmenter.package.spec
+    boxes = segmenter.segment(source.ct).vois
+    coarse, _ = stage_input(source.ct, scan_box(source.ct.geometry), spec.coarse)
+    return {"coarse": [coarse], "fine": [stage_input(source.ct, box, spec.fine)[0] for box in boxes]}
 
 
 def split_cases(cases: list[str], holdout_fraction: float, seed: int) -> set[str]:
@@ -62,7 +60,7 @@ def split_cases(cases: list[str], holdout_fraction: float, seed: int) -> set[str
     return set(rng.choice(sorted(cases), size=count, replace=False).tolist()) if count else set()
 
 
-def build_set(sources: list[Source], package: ModelPackage, coarse_backend, out: Path,
+def build_set(sources: list[Source], package: ModelPackage, segmenter, out: Path,
               holdout_fraction: float = 0.25, seed: int = 0, progress=None) -> dict:
     """Write a calibration set folder and return its manifest."""
     if out.exists() and any(out.iterdir()):
@@ -72,7 +70,7 @@ def build_set(sources: list[Source], package: ModelPackage, coarse_backend, out:
         (out / folder).mkdir(parents=True, exist_ok=True)
     entries = []
     for source in sources:
-        inputs = stage_inputs(source, package, coarse_backend)
+        inputs = stage_inputs(source, segmenter)
         files = {"coarse": [], "fine": []}
         for stage, arrays in inputs.items():
             for n, array in enumerate(arrays):
@@ -91,7 +89,7 @@ def build_set(sources: list[Source], package: ModelPackage, coarse_backend, out:
     spec = package.spec
     manifest = {
         "version": SET_VERSION, "seed": seed, "holdout_fraction": holdout_fraction,
-        "pipeline": spec.name, "coarse_sha256": spec.coarse.sha256,
+        "pipeline": spec.name, "coarse_sha256": spec.coarse.sha256, "fine_sha256": spec.fine.sha256,
         "stages": {name: {"spacing_mm": list(s.spacing_mm), "normalization": s.normalization.model_dump(mode="json"),
                           "divisibility": s.divisibility,
                           "count": sum(len(e["files"][name]) for e in entries)}

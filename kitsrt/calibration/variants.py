@@ -103,9 +103,11 @@ def make_variants(package_dir: Path | None, set_folder: Path, precision: str, me
     """
     package = load_package(package_dir)
     manifest = load_manifest(set_folder)
-    if manifest.get("coarse_sha256") != package.spec.coarse.sha256:
-        raise ModelPackageError(f"{set_folder}: calibration set's VOIs were placed by another coarse model "
-                                f"({manifest.get('coarse_sha256')}); rebuild it with `kitsrt calibrate` for this package")
+    for role in ("coarse", "fine"):
+        if manifest.get(f"{role}_sha256") != package.network(role).sha256:
+            raise ModelPackageError(f"{set_folder}: calibration set's VOIs were placed by another {role} model "
+                                    f"({manifest.get(f'{role}_sha256')}); rebuild it with `kitsrt calibrate` "
+                                    "for this package")
     made: dict[str, Path] = {}
     mixed: dict[str, dict | None] = {}
     try:

@@ -20,8 +20,14 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+SCALING = {"window-symmetric": "clip HU to hu_window, then scale linearly to [-1, 1]",
+           "window-unit": "clip HU to hu_window, then scale linearly to [0, 1]",
+           "ct-zscore": "clip HU to clip_hu, subtract mean_hu, divide by std_hu"}
+
+
 def build_card(checkpoint, onnx_sha256: str, stage: dict, parity: dict, opset: int) -> dict:
-    """The card of one exported network. ``stage`` gives name, spacing_mm and hu_window."""
+    """The card of one exported network. ``stage`` gives name, spacing_mm, hu_window and optionally
+    ``normalization`` (the pipeline's tagged normalisation; default: window to [-1, 1]) and ``labels``."""
     config = checkpoint.config
     return {
         "card_version": 1,
@@ -34,8 +40,9 @@ def build_card(checkpoint, onnx_sha256: str, stage: dict, parity: dict, opset: i
         "output": {"name": "logits", "shape": ["N", config.num_classes, "D", "H", "W"], "dtype": "float32"},
         "spacing_mm": stage["spacing_mm"],
         "hu_window": list(stage["hu_window"]),
-        "scaling": "clip HU to hu_window, then scale linearly to [-1, 1]",
-        "labels": {"0": "background", "1": "kidney", "2": "tumor"},
+        "normalization": stage.get("normalization", {"kind": "window-symmetric", "hu_window": list(stage["hu_window"])}),
+        "scaling": SCALING[stage.get("normalization", {}).get("kind", "window-symmetric")],
+        "labels": stage.get("labels", {"0": "background", "1": "kidney", "2": "tumor"}),
         "training": checkpoint.training,
         "provenance": stage.get("provenance", ""),
         "onnx_sha256": onnx_sha256,

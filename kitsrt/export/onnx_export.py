@@ -6,6 +6,7 @@ The ONNX graph has one input ``image`` (N, 1, D, H, W) float32 and one output ``
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import uuid
@@ -17,12 +18,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from torch import nn
 
 from kitsrt.errors import AccuracyGateError, InputError, ModelPackageError
 from kitsrt.export.card import build_card
 from kitsrt.export.weights import save_weights
 from kitsrt.io import sha256_of
-from kitsrt.models.vbnet import VBNet, VBNetConfig, build_model
+from kitsrt.models import build_model, config_from_dict
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -31,8 +33,8 @@ PARITY_TOLERANCE = 1e-4  # max |logit difference|, FP32 on CPU
 
 @dataclass(frozen=True)
 class Checkpoint:
-    model: VBNet
-    config: VBNetConfig
+    model: torch.nn.Module
+    config: object  # VBNetConfig or VNetConfig
     training: dict  # the trainer's config.json (stage, steps, seed, ...), or {} when absent
     path: Path
 
@@ -73,7 +75,7 @@ def load_checkpoint(path: Path, config_path: Path | None = None) -> Checkpoint:
         raise ModelPackageError(f"{config_path or path.parent / 'config.json'}: expected a JSON object "
                                 "(the config.json `kitsrt train` writes)")
     try:
-        config = VBNetConfig.from_dict(raw.get("model", raw))
+        config = config_from_dict(raw.get("model", raw))
     except (ValueError, TypeError) as exc:
         raise ModelPackageError(f"{config_path or path.parent / 'config.json'}: {exc}") from None
     try:
@@ -94,7 +96,38 @@ def load_checkpoint(path: Path, config_path: Path | None = None) -> Checkpoint:
     return Checkpoint(model, config, raw if "model" in raw else {}, path)
 
 
+def _fold_pair(conv: nn.Module, norm: nn.BatchNorm3d) -> nn.Module:
+    """``conv`` followed by ``norm`` (eval statistics) as one convolution with a bias."""
+    scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
+    folded = copy.deepcopy(conv)
+    weight = folded.weight.detach().clone()
+    out_axis = 1 if isinstance(conv, nn.ConvTranspose3d) else 0  # ConvTranspose: (in, out, k, k, k)
+    shape = [1] * weight.dim()
+    shape[out_axis] = -1
+    folded.weight = nn.Parameter(weight * scale.reshape(shape))
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(norm.running_mean)
+    folded.bias = nn.Parameter((bias - norm.running_mean) * scale + norm.bias.detach())
+    return folded
+
+
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of ``model`` (eval mode) with every BatchNorm3d that directly follows a Conv3d or
+    ConvTranspose3d in an ``nn.Sequential`` folded into it. The ONNX exporter folds Conv + BN but
+    leaves BN after a ConvTranspose as a separate node; this folds both. Returns (model, count)."""
+    folded, count = copy.deepcopy(model).eval(), 0
+    for module in folded.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            conv, norm = module[i], module[i + 1]
+            if isinstance(conv, (nn.Conv3d, nn.ConvTranspose3d)) and isinstance(norm, nn.BatchNorm3d):
+                module[i], module[i + 1] = _fold_pair(conv, norm), nn.Identity()
+                count += 1
+    return folded, count
+
+
 def _to_onnx(model: torch.nn.Module, divisibility: int, path: Path) -> None:
+    model, _ = fold_batchnorm(model)
     dummy = torch.zeros(1, 1, *(divisibility * 4,) * 3)
     axes = {0: "batch", 2: "depth", 3: "height", 4: "width"}
     with warnings.catch_warnings():
@@ -103,6 +136,11 @@ def _to_onnx(model: torch.nn.Module, divisibility: int, path: Path) -> None:
                           dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, opset_version=OPSET,
                           dynamo=False, do_constant_folding=True)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def _labels(logits: np.ndarray) -> np.ndarray:
+    """Class per voxel: argmax over channels, or logit > 0 for a single sigmoid channel."""
+    return logits[:, 0] > 0 if logits.shape[1] == 1 else logits.argmax(1)
 
 
 def parity(model: torch.nn.Module, onnx_path: Path, inputs: list[np.ndarray]) -> dict:
@@ -115,7 +153,7 @@ def parity(model: torch.nn.Module, onnx_path: Path, inputs: list[np.ndarray]) ->
             expected = model(torch.from_numpy(x)).numpy()
         got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
         worst = max(worst, float(np.abs(expected - got).max()))
-        agree += int((expected.argmax(1) == got.argmax(1)).sum())
+        agree += int((_labels(expected) == _labels(got)).sum())
         total += expected[:, 0].size
     return {"max_abs_logit_diff": worst, "argmax_agreement": agree / total, "inputs": len(inputs),
             "shapes": [list(x.shape) for x in inputs], "tolerance": PARITY_TOLERANCE}
@@ -167,3 +205,39 @@ def export(checkpoint: Checkpoint, onnx_path: Path, stage: dict, phantom_volume:
     finally:
         tmp.unlink(missing_ok=True)
         tmp.with_suffix(".weights.npz").unlink(missing_ok=True)
+
+
+def _preset_of(stage: str):
+    from kitsrt.runtime.pipeline import seed002_preset, seed004_preset
+
+    for spec in (seed002_preset(), seed004_preset()):
+        if stage in spec.networks():
+            return spec
+    raise InputError(f"--stage {stage!r}: expected coarse or fine (seed 002), kidney or tumor (seed 004)")
+
+
+STAGE_LABELS = {"kidney": {"0": "background", "1": "kidney (kidney and tumor as one structure)"},
+                "tumor": {"0": "background", "1": "tumor (inside the kidney mask)"}}
+
+
+def card_facts(stage: str, provenance: str = "", disclaimer: str = "") -> dict:
+    """What a network's card says about its input, from its seed's preset: spacing, normalisation,
+    labels."""
+    network = _preset_of(stage).networks()[stage]
+    normalization = network.normalization.model_dump(mode="json")
+    facts = {"name": stage, "spacing_mm": list(network.spacing_mm), "normalization": normalization,
+             "hu_window": normalization.get("hu_window", normalization.get("clip_hu")), "provenance": provenance,
+             "disclaimer": disclaimer}
+    if stage in STAGE_LABELS:
+        facts["labels"] = STAGE_LABELS[stage]
+    return facts
+
+
+def parity_volume(stage: str) -> np.ndarray:
+    """A phantom input of ``stage`` (procedural phantom, seed 11), cut as the runtime cuts it."""
+    from kitsrt.phantom import procedural_label_map, synthesize_ct
+    from kitsrt.training.data import case_volumes
+
+    labels = procedural_label_map(seed=11)
+    ct = synthesize_ct(labels, seed=11)
+    return case_volumes(ct, labels, _preset_of(stage), "parity")[stage][0].image

@@ -1,52 +1,65 @@
-"""Write ``pipeline.json`` (version 2, kind cascade) for a folder holding ``coarse.onnx`` and
-``fine.onnx`` with their cards, recording each file's SHA-256, divisibility, spacing and HU window
-from the cards. Torch-free.
+"""Write ``pipeline.json`` (version 2) for a folder of exported networks with their cards, recording
+each file's SHA-256, divisibility, spacing and normalisation from the cards. Torch-free.
 
-    python -m kitsrt.export.package kitsrt/models/demo
+    python -m kitsrt.export.package kitsrt/models/demo                   # cascade: coarse.onnx, fine.onnx
+    python -m kitsrt.export.package kitsrt/models/seed004_demo --kind nested   # kidney.onnx, tumor.onnx
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from kitsrt.io import sha256_of, write_text_atomic
-from kitsrt.runtime.pipeline import CascadeSpec, NetworkSpec, WindowSymmetric, load_pipeline, seed002_preset
+from kitsrt.runtime.pipeline import (
+    CascadeSpec,
+    NestedSpec,
+    NetworkSpec,
+    WindowSymmetric,
+    load_pipeline,
+    parse_pipeline,
+    seed002_preset,
+    seed004_preset,
+)
 
 
 def network_from_card(folder: Path, network: NetworkSpec) -> NetworkSpec:
     """``network`` with the SHA-256 of its file and the preprocessing facts of its card."""
     card = json.loads((folder / network.model).with_suffix(".json").read_text())
-    return network.model_copy(update={
-        "sha256": sha256_of(folder / network.model),
-        "divisibility": card["input"]["divisibility"],
-        "normalization": WindowSymmetric(hu_window=tuple(card["hu_window"])),
-        "spacing_mm": NetworkSpec.model_validate({**network.model_dump(), "spacing_mm": card["spacing_mm"]}).spacing_mm,
-    })
+    normalization = card.get("normalization") or WindowSymmetric(hu_window=tuple(card["hu_window"])).model_dump()
+    return NetworkSpec.model_validate({**network.model_dump(), "sha256": sha256_of(folder / network.model),
+                                       "divisibility": card["input"]["divisibility"],
+                                       "normalization": normalization, "spacing_mm": card["spacing_mm"]})
 
 
-# Package configuration a rebuild of the networks keeps from an existing pipeline.json.
+# Package configuration a rebuild of the networks keeps from an existing pipeline.json of the same kind.
 KEPT_KEYS = ("roi", "postprocess", "quality")
 
 
-def package_spec(folder: Path, coarse: str = "coarse.onnx", fine: str = "fine.onnx") -> CascadeSpec:
-    """The seed 002 preset with each network's file facts; an existing ``pipeline.json``'s ROI policy,
-    post-processing and quality limits are kept."""
-    spec = seed002_preset(coarse, fine)
-    updated = {role: network_from_card(folder, net) for role, net in spec.networks().items()}
+def package_spec(folder: Path, kind: str = "cascade") -> CascadeSpec | NestedSpec:
+    """The preset of ``kind`` with every network's facts taken from its card in ``folder``; an existing
+    ``pipeline.json``'s ROI policy, post-processing and quality limits are kept."""
+    spec = seed004_preset() if kind == "nested" else seed002_preset()
+    updated = {role: network_from_card(folder, net).model_dump() for role, net in spec.networks().items()}
     kept = {}
     if (folder / "pipeline.json").exists():
-        old = load_pipeline(folder / "pipeline.json").model_dump()
-        kept = {key: old[key] for key in KEPT_KEYS if key in old}
-    return CascadeSpec.model_validate({**spec.model_dump(), **kept, **{k: v.model_dump() for k, v in updated.items()}})
+        old = load_pipeline(folder / "pipeline.json")
+        if old.kind == spec.kind:
+            dumped = old.model_dump(mode="json")
+            kept = {key: dumped[key] for key in KEPT_KEYS if key in dumped}
+    return parse_pipeline({**spec.model_dump(mode="json"), **kept, **updated}, str(folder / "pipeline.json"))
 
 
-def main(folder: str) -> None:
-    path = Path(folder)
-    write_text_atomic(package_spec(path).to_json() + "\n", path / "pipeline.json", overwrite=True)
-    print(f"wrote {path / 'pipeline.json'}")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write pipeline.json for a folder of exported networks.")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--kind", choices=("cascade", "nested"), default="cascade")
+    args = parser.parse_args(argv)
+    write_text_atomic(package_spec(args.folder, args.kind).to_json() + "\n", args.folder / "pipeline.json",
+                      overwrite=True)
+    print(f"wrote {args.folder / 'pipeline.json'}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

@@ -12,9 +12,9 @@ def model_from_package(weights: Path, card: dict):
     """Rebuild the card's architecture and load ``weights`` into it (eval mode)."""
     import torch
 
-    from kitsrt.models.vbnet import VBNetConfig, build_model
+    from kitsrt.models import build_model, config_from_dict
 
-    model = build_model(VBNetConfig.from_dict(card["architecture"]))
+    model = build_model(config_from_dict(card["architecture"]))
     with np.load(weights, allow_pickle=False) as data:
         state = {name: torch.from_numpy(data[name]) for name in data.files}
     model.load_state_dict(state)

@@ -136,7 +136,8 @@ class NetworkSpec(Strict):
     """One network and how its input is prepared.
 
     ``spacing_mm`` is the target spacing per physical axis (x, y, z) of the LPS-aligned grid the
-    network sees; arrays are (z, y, x). ``min_shape`` / ``max_shape`` (z, y, x) are the input shapes
+    network sees; arrays are (z, y, x). ``anti_alias`` block-averages the scan before resampling
+    (for grids much coarser than the scan). ``min_shape`` / ``max_shape`` (z, y, x) are the input shapes
     the network (and a TensorRT profile) takes; each side of an input is a multiple of ``divisibility``.
     """
 
@@ -146,6 +147,7 @@ class NetworkSpec(Strict):
     output_name: str = "logits"
     spacing_mm: tuple[SpacingMm, SpacingMm, SpacingMm]
     normalization: Normalization
+    anti_alias: bool = True
     divisibility: int = Field(8, strict=True, ge=1, le=256)
     min_shape: Shape = (16, 16, 16)
     max_shape: Shape = (192, 192, 192)
@@ -300,7 +302,7 @@ class NestedSpec(_Pipeline):
     tumor: NetworkSpec
     crop_shape: Shape = (168, 168, 168)
     postprocess: tuple[Rule, ...] = (LargestComponents(labels=(1, 2), count=3, min_volume_ml=10.0),)
-    restore: Restore = "labels-nearest"
+    restore: Literal["labels-nearest"] = "labels-nearest"
 
     def networks(self) -> dict[str, NetworkSpec]:
         return {"kidney": self.kidney, "tumor": self.tumor}
@@ -324,8 +326,10 @@ def upgrade_v1(data: dict) -> dict:
                 stage["normalization"] = {"kind": "window-symmetric", "hu_window": stage.pop("hu_window")}
             else:
                 stage["normalization"] = {"kind": "window-symmetric", "hu_window": [-200.0, 500.0]}
-            if role == "fine" and policy is not None:
-                stage["tiling"] = policy
+            if role == "fine":
+                stage["anti_alias"] = False
+                if policy is not None:
+                    stage["tiling"] = policy
             out[role] = stage
     if isinstance(post, dict):
         post = dict(post)
@@ -421,5 +425,26 @@ def seed002_preset(coarse_model: str = "coarse.onnx", fine_model: str = "fine.on
         description="Multi-resolution VB-Net cascade (Mu et al., KiTS19): coarse 6 mm localizes each "
                     "kidney, fine 1 mm segments kidney and tumor inside its VOI.",
         coarse=window_network(coarse_model, 6.0, (-200.0, 500.0), coarse_divisibility, (16, 16, 16), (128, 128, 128)),
-        fine=window_network(fine_model, 1.0, (-200.0, 500.0), fine_divisibility, (32, 32, 32), (256, 256, 256)),
+        fine=window_network(fine_model, 1.0, (-200.0, 500.0), fine_divisibility, (32, 32, 32), (256, 256, 256),
+                            anti_alias=False),
+    )
+
+
+def seed004_preset(kidney_model: str = "kidney.onnx", tumor_model: str = "tumor.onnx",
+                   divisibility: int = 8) -> NestedSpec:
+    """The nested 3D V-Net of seed 004 (Zavala-Romero et al.): 2 mm isotropic, centre crop / zero
+    pad to 168^3, intensities to [0, 1] (here a fixed HU window [-200, 500], not the paper's per-image
+    min-max), kidney network then tumor network on the kidney-masked volume, the three largest
+    structures over 10 mL, tumor masked by kidney, nearest neighbour back to the original grid."""
+    crop = (168, 168, 168)
+
+    def network(model: str) -> NetworkSpec:
+        return window_network(model, 2.0, (-200.0, 500.0), divisibility, crop, crop, symmetric=False,
+                              tiling=Tiling(patch_size=crop))
+
+    return NestedSpec(
+        name="vnet-nested-seed004",
+        description="Nested 3D V-Net (Zavala-Romero et al., KiTS19): 2 mm, centre crop 168^3, kidney V-Net, "
+                    "then tumor V-Net on the kidney-masked volume.",
+        kidney=network(kidney_model), tumor=network(tumor_model), crop_shape=crop,
     )

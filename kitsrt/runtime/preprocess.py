@@ -157,10 +157,11 @@ def window_and_scale(hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndarr
 
 @dataclass(frozen=True)
 class CropPlan:
-    """What ``centre_crop_or_pad`` did: the input's shape and, per axis, the slices of the input
-    that were kept and where they went in the output. ``uncrop`` inverts it exactly."""
+    """What ``centre_crop_or_pad`` did: the input's and the output's shapes and, per axis, the slices
+    of the input that were kept and where they went in the output. ``uncrop`` inverts it exactly."""
 
     source_shape: tuple[int, ...]
+    shape: tuple[int, ...]
     source: tuple[slice, ...]
     target: tuple[slice, ...]
 
@@ -179,7 +180,7 @@ def centre_crop_or_pad(volume: np.ndarray, shape: tuple[int, ...], fill: float) 
             target.append(slice(offset, offset + n))
     out = np.full(shape, fill, dtype=volume.dtype)
     out[tuple(target)] = volume[tuple(source)]
-    return out, CropPlan(tuple(volume.shape), tuple(source), tuple(target))
+    return out, CropPlan(tuple(volume.shape), tuple(shape), tuple(source), tuple(target))
 
 
 def uncrop(array: np.ndarray, plan: CropPlan, fill: float = 0) -> np.ndarray:

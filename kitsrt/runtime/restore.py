@@ -1,5 +1,6 @@
-"""Back onto the scan's own grid: the original-resolution crop under a box, and the two
-back-projection modes of ``pipeline.json`` ``restore``.
+"""Back onto the scan's own grid, as the exact inverse of a region's plan
+(``kitsrt.runtime.regions.RegionPlan``), by the two back-projection modes of ``pipeline.json``
+``restore``.
 
 * ``probabilities-linear`` (seed 002): softmax probabilities resampled linearly, then argmax;
 * ``labels-nearest`` (seed 004): the label map resampled with nearest-neighbour interpolation.
@@ -11,21 +12,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from kitsrt.io import Geometry
-from kitsrt.runtime.preprocess import Box, resample_onto
+from kitsrt.runtime.preprocess import resample_onto, uncrop
+from kitsrt.runtime.regions import RegionPlan, crop_grid
 
-
-def crop_grid(geometry: Geometry, box: Box) -> tuple[tuple[slice, ...], Geometry]:
-    """The original-resolution sub-grid of ``geometry`` covering ``box``: array slices (k, j, i)
-    and the crop's own geometry (same spacing and direction, shifted origin)."""
-    corners = np.array([[x, y, z] for x in (box.low[0], box.high[0]) for y in (box.low[1], box.high[1])
-                        for z in (box.low[2], box.high[2])])
-    index = geometry.physical_to_index(corners)
-    low = np.clip(np.floor(index.min(axis=0)).astype(int), 0, np.asarray(geometry.size) - 1)
-    high = np.clip(np.ceil(index.max(axis=0)).astype(int), 0, np.asarray(geometry.size) - 1)
-    size = tuple(int(s) for s in high - low + 1)
-    origin = tuple(float(o) for o in geometry.index_to_physical(low[None].astype(float))[0])
-    slices = tuple(slice(int(low[a]), int(high[a]) + 1) for a in (2, 1, 0))
-    return slices, Geometry(size, geometry.spacing_mm, origin, geometry.direction)
+__all__ = ["crop_grid", "labels_on_grid", "labels_to_scan", "probabilities_on_grid", "probabilities_to_scan",
+           "restore_labels"]
 
 
 def probabilities_on_grid(probs: np.ndarray, source: Geometry, target: Geometry) -> np.ndarray:
@@ -59,3 +50,23 @@ def restore_labels(probs: np.ndarray, source: Geometry, target: Geometry, mode: 
     if mode == "labels-nearest":
         return labels_on_grid(probs.argmax(axis=0).astype(np.uint8), source, target)
     raise ValueError(f"unknown restore mode {mode!r}")
+
+
+def probabilities_to_scan(probs: np.ndarray, plan: RegionPlan, mode: str) -> np.ndarray:
+    """(C, z, y, x) probabilities of a network input -> (k, j, i) uint8 labels on ``plan.target``:
+    the crop/pad undone (what was cropped away is background), then back-projected by ``mode``."""
+    if plan.crop is not None:
+        full = uncrop(probs, plan.crop, fill=0)
+        outside = np.ones(plan.crop.source_shape, bool)
+        outside[plan.crop.source] = False
+        full[0][outside] = 1.0
+        probs = full
+    return restore_labels(probs, plan.grid, plan.target, mode)
+
+
+def labels_to_scan(labels: np.ndarray, plan: RegionPlan) -> np.ndarray:
+    """(z, y, x) uint8 labels of a network input -> (k, j, i) uint8 labels on ``plan.target``
+    (crop/pad undone with background, then nearest neighbour)."""
+    if plan.crop is not None:
+        labels = uncrop(labels, plan.crop, fill=0)
+    return labels_on_grid(labels, plan.grid, plan.target)

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 
 from kitsrt.errors import ResourceLimitError
 
-STAGES = ("read", "coarse_preprocess", "coarse_net", "voi", "fine_preprocess", "fine_net", "postprocess", "write")
+STAGES = ("read", "coarse_preprocess", "coarse_net", "voi", "fine_preprocess", "fine_net", "preprocess", "kidney_net",
+          "tumor_net", "postprocess", "write")
 
 
 class Timings:

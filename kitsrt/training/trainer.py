@@ -1,8 +1,13 @@
-"""The seed 002 reference trainer: random crops, generalized Dice + cross-entropy, Adam.
+"""The reference trainer: random crops, Adam with a cosine schedule.
 
-Coarse crops are drawn anywhere in the 6 mm volume; 90% of fine crops are centred on a random
-kidney or tumor voxel of a 1 mm VOI (the paper's "only in the area indicated by the ground-truth
-mask"), half of those on a tumor voxel when the VOI has one.
+Seed 002 (``loss="gdice+ce"``): generalized Dice + cross-entropy. Coarse crops are drawn anywhere in
+the 6 mm volume; 90% of fine crops are centred on a random kidney or tumor voxel of a 1 mm VOI (the
+paper's "only in the area indicated by the ground-truth mask"), half of those on a tumor voxel when
+the VOI has one.
+Seed 004 (``loss="dice+bce"``, one sigmoid channel): the paper's negative Dice plus binary
+cross-entropy (added here so that a short CPU training converges); for the tumor network both count
+only voxels inside the kidney mask (the paper's kidney-masked Dice). 70% of kidney crops and 90% of
+tumor crops are centred on the structure (tumor crops: half on tumor, half on kidney).
 Deterministic for a seed on a given machine and thread count. A checkpoint is a plain dict of
 tensors and numbers (loadable with ``torch.load(weights_only=True)``) next to ``config.json``.
 """
@@ -18,16 +23,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kitsrt.models.vbnet import PRESETS, VBNetConfig, build_model
+from kitsrt.models import build_model
+from kitsrt.models.vbnet import PRESETS
+from kitsrt.models.vnet import PRESETS as VNET_PRESETS
 from kitsrt.training.data import Volume
 
-PAD_INPUT = -1.0  # scaled value of HU at or below the window's low end
+PAD_INPUT = -1.0  # scaled value of HU at or below the window's low end (seed 002)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    stage: str  # "coarse" or "fine"
-    model: VBNetConfig
+    stage: str  # the network's role: coarse, fine (seed 002); kidney, tumor (seed 004)
+    model: object  # VBNetConfig or VNetConfig
     steps: int = 300
     batch_size: int = 2
     crop: tuple[int, int, int] = (64, 64, 64)
@@ -36,6 +43,8 @@ class TrainConfig:
     threads: int = 2
     checkpoint_every: int = 50
     ce_weight: float = 1.0
+    loss: str = "gdice+ce"  # or "dice+bce" (one sigmoid channel, seed 004)
+    pad_input: float = PAD_INPUT  # the normalised value of air, for crops that overhang the volume
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -53,36 +62,69 @@ def generalized_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.T
     return 1 - (numerator / denominator)[1:].mean()
 
 
-def _crop(volume: Volume, start: np.ndarray, size: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """A crop of ``size`` at ``start`` (may overhang; the overhang is padded as air / background)."""
-    image = np.full(size, PAD_INPUT, np.float32)
+def masked_dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """1 - soft Dice of sigmoid(logits) against ``target`` (N, D, H, W), plus binary cross-entropy;
+    both only over voxels where ``mask`` is set (all voxels when None)."""
+    logits = logits[:, 0]
+    target = target.to(logits.dtype)
+    weight = torch.ones_like(target) if mask is None else mask.to(logits.dtype)
+    probs = torch.sigmoid(logits) * weight
+    dice = (2 * (probs * target).sum() + 1e-5) / (probs.sum() + (target * weight).sum() + 1e-5)
+    bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum") / weight.sum().clamp(min=1)
+    return 1 - dice + bce
+
+
+def _crop(volume: Volume, start: np.ndarray, size: tuple[int, int, int], pad: float = PAD_INPUT):
+    """A crop of ``size`` at ``start`` (may overhang; the overhang is padded as air / background):
+    (image, labels, mask or None)."""
+    image = np.full(size, pad, np.float32)
     labels = np.zeros(size, np.uint8)
     src = tuple(slice(max(s, 0), min(s + n, d)) for s, n, d in zip(start, size, volume.image.shape))
     dst = tuple(slice(r.start - s, r.stop - s) for r, s in zip(src, start))
     image[dst], labels[dst] = volume.image[src], volume.labels[src]
-    return image, labels
+    mask = None
+    if volume.mask is not None:
+        mask = np.zeros(size, np.uint8)
+        mask[dst] = volume.mask[src]
+    return image, labels, mask
 
 
-def sample_crop(volume: Volume, size: tuple[int, int, int], stage: str, rng: np.random.Generator):
+def _centre_on(voxels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.argwhere(voxels)[rng.integers(int(voxels.sum()))] + rng.integers(-8, 9, 3)
+
+
+def sample_crop(volume: Volume, size: tuple[int, int, int], stage: str, rng: np.random.Generator,
+                pad: float = PAD_INPUT):
     shape = np.asarray(volume.image.shape)
     half = np.asarray(size) // 2
     draw = rng.random()
-    if stage == "fine" and draw < 0.9 and volume.labels.any():
+    if stage == "kidney" and draw < 0.7 and volume.labels.any():
+        center = _centre_on(volume.labels > 0, rng)
+    elif stage == "tumor" and draw < 0.9 and volume.mask is not None and volume.mask.any():
+        center = _centre_on(volume.labels > 0 if draw < 0.45 and volume.labels.any() else volume.mask > 0, rng)
+    elif stage == "fine" and draw < 0.9 and volume.labels.any():
         # Half of the foreground-centred crops go to a tumor when there is one: tumors are rare voxels.
         target = 2 if draw < 0.45 and (volume.labels == 2).any() else 1
         foreground = np.argwhere(volume.labels >= target)
         center = foreground[rng.integers(len(foreground))] + rng.integers(-8, 9, 3)
     else:
         center = np.array([rng.integers(0, max(n, 1)) for n in shape])
-    return _crop(volume, center - half, size)
+    return _crop(volume, center - half, size, pad)
 
 
 def _batch(volumes, config: TrainConfig, rng):
-    crops = [sample_crop(volumes[rng.integers(len(volumes))], config.crop, config.stage, rng)
+    crops = [sample_crop(volumes[rng.integers(len(volumes))], config.crop, config.stage, rng, config.pad_input)
              for _ in range(config.batch_size)]
     images = torch.from_numpy(np.stack([c[0] for c in crops])[:, None])
     labels = torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64))
-    return images, labels
+    masks = None if crops[0][2] is None else torch.from_numpy(np.stack([c[2] for c in crops]))
+    return images, labels, masks
+
+
+def compute_loss(logits: torch.Tensor, labels: torch.Tensor, masks, config: TrainConfig) -> torch.Tensor:
+    if config.loss == "dice+bce":
+        return masked_dice_bce_loss(logits, labels, masks)
+    return generalized_dice_loss(logits, labels) + config.ce_weight * F.cross_entropy(logits, labels)
 
 
 def save_checkpoint(path: Path, model, optimizer, step: int, config: TrainConfig, rng) -> None:
@@ -113,14 +155,14 @@ def train(volumes: list[Volume], config: TrainConfig, out_dir: Path, resume: boo
         torch.set_rng_state(state["torch_rng"])
         rng.bit_generator.state = json.loads(state["numpy_rng"])
     model.train()
-    started, losses = time.perf_counter(), []
+    started, cpu_started, losses = time.perf_counter(), time.process_time(), []
     while step < config.steps:
         lr = float(config.learning_rate * 0.5 * (1 + np.cos(np.pi * step / config.steps)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images, labels = _batch(volumes, config, rng)
+        images, labels, masks = _batch(volumes, config, rng)
         logits = model(images)
-        loss = generalized_dice_loss(logits, labels) + config.ce_weight * F.cross_entropy(logits, labels)
+        loss = compute_loss(logits, labels, masks, config)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -130,9 +172,31 @@ def train(volumes: list[Volume], config: TrainConfig, out_dir: Path, resume: boo
             progress(step, losses[-1])
         if step % config.checkpoint_every == 0 or step == config.steps:
             save_checkpoint(checkpoint, model, optimizer, step, config, rng)
-    return {"steps": step, "seconds": time.perf_counter() - started,
+    return {"steps": step, "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
             "final_loss": float(np.mean(losses[-20:])) if losses else None}
 
 
+def training_plan(preset: str | None, stage: str | None):
+    """(pipeline spec, network roles to train) for ``kitsrt train --preset/--stage``."""
+    from kitsrt.errors import InputError
+    from kitsrt.runtime.pipeline import seed002_preset, seed004_preset
+
+    if preset == "seed004":
+        spec = seed004_preset()
+        if stage is not None and stage not in spec.networks():
+            raise InputError(f"--stage {stage!r}: seed004 trains kidney or tumor")
+        return spec, [stage] if stage else list(spec.networks())
+    if stage not in ("coarse", "fine"):
+        raise InputError(f"--stage {stage!r}: expected coarse or fine (or --preset seed004)")
+    if preset is not None and preset not in PRESETS:
+        raise InputError(f"--preset {preset!r}: expected seed004 or one of {', '.join(PRESETS)}")
+    return seed002_preset(), [stage]
+
+
 def preset_config(stage: str, preset: str | None = None, **overrides) -> TrainConfig:
+    """The training config of one network: seed 002's VB-Net presets (coarse, fine, tiny) or
+    seed 004's V-Net (``preset="seed004"``, stage kidney or tumor: Dice + BCE, air pads as 0)."""
+    if preset == "seed004":
+        return TrainConfig(stage=stage, model=VNET_PRESETS["seed004"], loss="dice+bce", pad_input=0.0,
+                           **overrides)
     return TrainConfig(stage=stage, model=PRESETS[preset or stage], **overrides)

@@ -4,13 +4,14 @@
 
 from __future__ import annotations
 
-from kitsrt.runtime.kinds import cascade, sliding_window
+from kitsrt.runtime.kinds import cascade, nested, sliding_window
 from kitsrt.runtime.kinds.base import Kind, KindResult
-from kitsrt.runtime.pipeline import CascadeSpec
+from kitsrt.runtime.pipeline import CascadeSpec, NestedSpec
 from kitsrt.runtime.sliding_window_spec import SlidingWindowSpec
 
 KINDS: dict[str, Kind] = {
     "cascade": Kind(CascadeSpec, cascade.run),
+    "nested": Kind(NestedSpec, nested.run),
     "sliding-window": Kind(SlidingWindowSpec, sliding_window.run),
 }
 

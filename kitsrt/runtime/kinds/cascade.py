@@ -17,9 +17,10 @@ from kitsrt.runtime.inference import infer_volume, softmax
 from kitsrt.runtime.kinds.base import KindResult
 from kitsrt.runtime.pipeline import CascadeSpec
 from kitsrt.runtime.postprocess import apply_rules, components_by_size
-from kitsrt.runtime.preprocess import Box, canonical_grid, resample_image, scan_box
+from kitsrt.runtime.preprocess import Box, scan_box
+from kitsrt.runtime.regions import region_hu, stage_input
 from kitsrt.runtime.report import voi_entry
-from kitsrt.runtime.restore import crop_grid, restore_labels
+from kitsrt.runtime.restore import probabilities_to_scan
 from kitsrt.runtime.timing import Timings
 from kitsrt.runtime.voi import kidney_boxes
 
@@ -35,8 +36,8 @@ class CoarseResult:
 def coarse_stage(scan: Scan, spec: CascadeSpec, backend: Backend, timings: Timings) -> CoarseResult:
     stage = spec.coarse
     with timings.timer("coarse_preprocess"):
-        grid = canonical_grid(scan_box(scan.geometry), stage.spacing_mm, stage.divisibility)
-        hu = resample_image(scan.image, grid)
+        hu, plan = region_hu(scan, scan_box(scan.geometry), stage)
+        grid = plan.grid
         body = hu > -500
         xs = grid.origin_mm[0] + grid.spacing_mm[0] * np.arange(grid.size[0])
         mid_x = float((body.sum(axis=(0, 1)) * xs).sum() / max(body.sum(), 1))
@@ -108,8 +109,7 @@ def fine_stage(scan: Scan, box: Box, spec: CascadeSpec, backend: Backend, timing
     steps = 0
     for attempt in range(spec.roi.grow_steps + 1):
         with timings.timer("fine_preprocess"):
-            grid = canonical_grid(box, stage.spacing_mm, stage.divisibility)
-            volume = stage.normalization.apply(resample_image(scan.image, grid, anti_alias=False))
+            volume, plan = stage_input(scan, box, stage)
         with timings.timer("fine_net"):
             logits = infer_volume(volume, stage, backend)
         if attempt == spec.roi.grow_steps:
@@ -120,10 +120,9 @@ def fine_stage(scan: Scan, box: Box, spec: CascadeSpec, backend: Backend, timing
             break
         box, steps = grown, steps + 1
     with timings.timer("postprocess"):
-        slices, crop = crop_grid(scan.geometry, box)
-        labels = restore_labels(softmax(logits), grid, crop, spec.restore)
+        labels = probabilities_to_scan(softmax(logits), plan, spec.restore)
         labels = apply_rules(labels, spec.postprocess, scan.geometry.voxel_volume_ml, scan.geometry.spacing_mm)
-    return VoiResult(box, slices, labels, steps)
+    return VoiResult(box, plan.slices, labels, steps)
 
 
 def paste(vois: list[VoiResult], geometry: Geometry) -> np.ndarray:

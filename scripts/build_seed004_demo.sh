@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Rebuild the bundled seed 004 demo package (kitsrt/models/seed004_demo): the nested 3D V-Nets
+# trained briefly on CPU on phantoms of the five smallest non-held-out KiTS19 label maps (seed =
+# case number). Needs the export extra (torch) and ../shared/data/kits19. Usage:
+#   bash scripts/build_seed004_demo.sh [KITS19_DIR] [WORK_DIR]
+set -euo pipefail
+data=${1:-../shared/data/kits19}
+work=${2:-work}
+cases="case_00007 case_00024 case_00034 case_00038 case_00051"
+out=kitsrt/models/seed004_demo
+mkdir -p "$work/seed004_ready" "$out"
+for c in $cases; do ln -sfn "$(realpath "$data/$c")" "$work/seed004_ready/$c"; done
+# The two networks are independent in training (the tumor network sees the reference kidney mask),
+# so they train side by side, one thread each.
+kitsrt train "$work/seed004_ready" --preset seed004 --stage kidney -o "$work/seed004" --steps 250 --threads 1 \
+    --cache "$work/seed004_cache" &
+kitsrt train "$work/seed004_ready" --preset seed004 --stage tumor -o "$work/seed004" --steps 200 --threads 1 \
+    --cache "$work/seed004_cache" &
+wait
+note="trained by scripts/build_seed004_demo.sh on phantoms of 5 KiTS19 label maps ($cases)"
+for role in kidney tumor; do
+    kitsrt export "$work/seed004/$role/checkpoint.pt" --stage $role -o "$out/$role.onnx" --demo --provenance "$note" --overwrite
+done
+python -m kitsrt.export.package "$out" --kind nested
