@@ -103,3 +103,21 @@ def test_nested_package_runs_from_the_cli(package, scan, tmp_path):
     assert result.exit_code == 0, result.output
     assert read_label_map(out).geometry == scan.geometry
     assert json.loads(report.read_text())["pipeline"] == "vnet-nested-seed004"
+
+
+def test_shipped_seed004_demo_and_seed002_demo_run_on_the_same_phantom(small_case, tmp_path):
+    from kitsrt.runtime.package import demo_package_path
+
+    labels, ct = small_case
+    write_image(ct.image, tmp_path / "ct.nii.gz")
+    seed004 = demo_package_path().parent / "seed004_demo"
+    for name, model in (("seed004", ["--model", str(seed004)]), ("seed002", [])):
+        out, report = tmp_path / f"{name}.nii.gz", tmp_path / f"{name}.json"
+        result = CliRunner().invoke(app, ["infer", str(tmp_path / "ct.nii.gz"), "-o", str(out), "--report", str(report),
+                                          "--threads", "1", *model])
+        assert result.exit_code == 0, result.output
+        assert read_label_map(out).geometry == ct.geometry
+        data = json.loads(report.read_text())
+        assert data["kind"] == ("nested" if name == "seed004" else "cascade") and data["kidney_found"]
+    found = read_label_map(tmp_path / "seed004.nii.gz").array > 0
+    assert (found & (labels.array > 0)).sum() > 0.3 * (labels.array > 0).sum()  # a weak demo, but it finds kidney

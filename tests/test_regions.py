@@ -23,8 +23,8 @@ class Recording:
         self.fed.append(next(iter(feed.values()))[0, 0].copy())
         return self.backend.infer(feed)
 
-    def close(self):
-        self.backend.close()
+    def __getattr__(self, name):  # everything else (close, release_memory, ...) from the real backend
+        return getattr(self.backend, name)
 
 
 def test_calibration_draws_exactly_what_the_runtime_feeds_the_networks(small_case):
