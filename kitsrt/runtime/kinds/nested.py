@@ -18,8 +18,8 @@ from kitsrt.runtime.kinds.base import KindResult
 from kitsrt.runtime.pipeline import NestedSpec
 from kitsrt.runtime.postprocess import KIDNEY, TUMOR, apply_rules
 from kitsrt.runtime.preprocess import scan_box
-from kitsrt.runtime.regions import RegionPlan, crop_grid, mask_volume, region_hu
-from kitsrt.runtime.report import voi_entry
+from kitsrt.runtime.regions import crop_grid, mask_volume, region_hu
+from kitsrt.runtime.report import body_midline_x_mm, voi_entry
 from kitsrt.runtime.restore import labels_to_scan
 from kitsrt.runtime.timing import Timings
 from kitsrt.runtime.voi import components
@@ -31,16 +31,6 @@ def foreground(outputs: np.ndarray) -> np.ndarray:
     return outputs[0] > 0 if outputs.shape[0] == 1 else outputs.argmax(axis=0) > 0
 
 
-def body_mid_x_mm(hu: np.ndarray, plan: RegionPlan) -> float:
-    """LPS x of the body's centre of mass (HU > -500) in a region's (cropped) input, for left/right."""
-    body = hu > -500
-    x_index = np.arange(hu.shape[2], dtype=np.float64)
-    if plan.crop is not None:  # array column -> grid column
-        x_index += plan.crop.source[2].start - plan.crop.target[2].start
-    xs = plan.grid.origin_mm[0] + plan.grid.spacing_mm[0] * x_index
-    return float((body.sum(axis=(0, 1)) * xs).sum() / max(body.sum(), 1))
-
-
 def kidney_regions(labels: np.ndarray, scan: Scan, body_mid_x: float) -> tuple[list[dict], tuple]:
     """One report entry per connected kidney(+tumor) structure on the scan's grid, right to left,
     and the structures' physical boxes."""
@@ -48,7 +38,8 @@ def kidney_regions(labels: np.ndarray, scan: Scan, body_mid_x: float) -> tuple[l
     entries = []
     for component in found:
         slices, _ = crop_grid(scan.geometry, component.box)
-        entries.append(voi_entry(SimpleNamespace(box=component.box, labels=labels[slices]), scan.geometry, body_mid_x))
+        entries.append(voi_entry(SimpleNamespace(box=component.box, slices=slices, labels=labels[slices]), scan,
+                                 body_mid_x))
     return entries, tuple(c.box for c in found)
 
 
@@ -56,7 +47,6 @@ def run(scan: Scan, spec: NestedSpec, backends: dict[str, Backend], timings: Tim
     """Seed 004 on one scan -> labels on the scan's exact grid."""
     with timings.timer("preprocess"):
         hu, plan = region_hu(scan, scan_box(scan.geometry), spec.kidney, spec.crop_shape)
-        mid_x = body_mid_x_mm(hu, plan)
         kidney_input = spec.kidney.normalization.apply(hu)
         tumor_input = spec.tumor.normalization.apply(hu)
         del hu
@@ -71,5 +61,5 @@ def run(scan: Scan, spec: NestedSpec, backends: dict[str, Backend], timings: Tim
     with timings.timer("postprocess"):
         labels[inside & tumor] = TUMOR  # tumor masked by kidney
         full = labels_to_scan(labels, plan)
-        regions, boxes = kidney_regions(full, scan, mid_x)
+        regions, boxes = kidney_regions(full, scan, body_midline_x_mm(scan))
     return KindResult(full, regions, {"boxes": boxes})
