@@ -575,7 +575,7 @@ def quantize(
     precision: str = typer.Option("int8", help="int8 (Q/DQ), fp16, or bf16 (OpenVINO runtime precision: gate only, no file)."),
     method: str = typer.Option("minmax", help="INT8 calibration: minmax, entropy or percentile."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model package (default: demo); variants are written into it."),
-    max_dice_drop: float = typer.Option(0.005, min=0.0, max=1.0, help="Refuse when composite Dice falls by more than this."),
+    max_dice_drop: float = typer.Option(0.005, min=-1.0, max=1.0, help="Refuse when composite Dice falls by more than this (negative: demand a gain)."),
     force: bool = typer.Option(False, help="Keep the variant even when the gate fails (recorded in its card)."),
     ops: str = typer.Option("Conv,ConvTranspose,Add", help="INT8: op types to quantize (TensorRT fuses these)."),
     target_agreement: float = typer.Option(
@@ -597,7 +597,7 @@ def quantize(
 
     if precision not in ("int8", "fp16", "bf16"):
         raise InputError(f"--precision {precision!r}: expected int8, fp16 or bf16")
-    _finite(max_dice_drop, "max-dice-drop", 0.0, 1.0)
+    _finite(max_dice_drop, "max-dice-drop", -1.0, 1.0)
     if precision == "bf16":
         gate = gate_runtime_precision(model, calibration, precision, max_dice_drop, force, threads)
         err.print(f"bf16 (OpenVINO) gate on {gate['heldout_cases']} held-out cases: composite Dice delta "

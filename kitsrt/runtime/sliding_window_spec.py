@@ -11,8 +11,15 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Triple = tuple[int, int, int]
-TripleMm = tuple[float, float, float]
+from kitsrt.io.validate import SPACING_MAX_MM, SPACING_MIN_MM
+
+# Ranges as pydantic constraints, strict (no string coercion) and finite, as in kitsrt.runtime.pipeline.
+Axis = Annotated[int, Field(strict=True, ge=0, le=2)]
+Side = Annotated[int, Field(strict=True, ge=1, le=4096)]
+SpacingMm = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=SPACING_MIN_MM, le=SPACING_MAX_MM)]
+Hu = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-10_000, le=10_000)]
+Triple = tuple[Axis, Axis, Axis]
+TripleMm = tuple[SpacingMm, SpacingMm, SpacingMm]
 
 
 class _Strict(BaseModel):
@@ -24,9 +31,9 @@ class CtNormalization(_Strict):
     subtract its mean, divide by its standard deviation (all from the dataset fingerprint)."""
 
     scheme: Literal["ct"] = "ct"
-    clip: tuple[float, float]
-    mean: float
-    std: float = Field(gt=0)
+    clip: tuple[Hu, Hu]
+    mean: Hu
+    std: float = Field(strict=True, allow_inf_nan=False, gt=0)
 
 
 class ZScoreNormalization(_Strict):
@@ -53,8 +60,8 @@ class Resampling(_Strict):
     """``resample_data_or_seg_to_shape`` settings: spline ``order``, ``order_z`` across an
     anisotropic axis, ``force_separate_z`` (None: decide from the spacings)."""
 
-    order: int = Field(ge=0, le=5)
-    order_z: int = Field(0, ge=0, le=5)
+    order: int = Field(strict=True, ge=0, le=5)
+    order_z: int = Field(0, strict=True, ge=0, le=5)
     force_separate_z: bool | None = None
 
 
@@ -73,7 +80,7 @@ class Outputs(_Strict):
     in order). ``label_map`` takes nnU-Net label values to kitsrt's (0, 1 kidney, 2 tumor)."""
 
     mode: Literal["softmax", "regions"]
-    channels: int = Field(ge=1)
+    channels: int = Field(strict=True, ge=1, le=256)
     regions_class_order: tuple[int, ...] = ()
     label_map: dict[str, int]
 
@@ -103,9 +110,9 @@ class SlidingWindowSpec(_Strict):
     normalization: Normalization
     resampling_data: Resampling = Resampling(order=3)
     resampling_probabilities: Resampling = Resampling(order=1)
-    patch_size: Triple
-    tile_step: float = Field(0.5, gt=0, le=1)
-    sigma_scale: float = Field(0.125, gt=0)
+    patch_size: tuple[Side, Side, Side]
+    tile_step: float = Field(0.5, strict=True, allow_inf_nan=False, gt=0, le=1)
+    sigma_scale: float = Field(0.125, strict=True, allow_inf_nan=False, gt=0, le=10)
     mirror_axes: tuple[int, ...] = ()
     use_mirroring: bool = True
     logits_dtype: Literal["float16", "float32"] = "float16"
