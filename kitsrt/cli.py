@@ -782,6 +782,11 @@ def serve_dicom(
     model: Optional[Path] = typer.Option(None, "--model", help="Model package folder (default: the bundled demo)."),
     backend: str = typer.Option("onnxruntime", "--backend", help="Inference backend."),
     threads: int = typer.Option(0, "--threads", min=0, max=256, help="Threads per network (0: the backend's default)."),
+    time_limit_s: Optional[float] = typer.Option(None, "--time-limit-s", min=1.0, max=86400.0,
+                                                 help="Fail a series past this many seconds; the node keeps serving."),
+    memory_budget_gb: Optional[float] = typer.Option(None, "--memory-budget-gb", min=0.1, max=4096.0,
+                                                     help="Refuse a series estimated (from its headers) to need more "
+                                                          "memory than this; the node keeps serving."),
 ):
     """Receive CT series by C-STORE, segment each complete series, send back a DICOM SEG; one JSON
     line per event on stdout. Stops cleanly on SIGTERM or Ctrl-C.
@@ -795,7 +800,8 @@ def serve_dicom(
 
     config = node_config(ae_title=ae_title, host=host, port=port, forward=forward, out=out, quiet_s=quiet_s,
                          allow=allow, max_instances=max_instances, max_series=max_series,
-                         forward_attempts=forward_attempts, forward_backoff_s=forward_backoff_s, spool=spool)
+                         forward_attempts=forward_attempts, forward_backoff_s=forward_backoff_s, spool=spool,
+                         time_limit_s=time_limit_s, memory_budget_gb=memory_budget_gb)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -191,3 +191,18 @@ def test_sigterm_while_a_case_runs_leaves_no_partial_output(tmp_path, ct_series)
     assert len(written) == len(node.find("written"))
     spool = node.find("listening")[0]["spool"]
     assert not Path(spool).exists(), "the temporary spool folder was left behind"
+
+
+def test_a_series_over_the_memory_budget_fails_and_the_node_keeps_serving(tmp_path, ct_series):
+    series, _ = ct_series
+    out = tmp_path / "out"
+    out.mkdir()
+    node = Node("--quiet-s", "1", "--out", str(out), "--memory-budget-gb", "0.1")
+    try:
+        assert storescu(series, node.port).returncode == 0
+        failed = node.wait_for("series_failed", timeout_s=60)[0]
+        assert "memory budget" in failed["error"] and "0.10 GiB" in failed["error"]
+        assert echoscu(node.port).returncode == 0
+        assert list(out.iterdir()) == []
+    finally:
+        assert node.stop() == 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import uuid
 from pathlib import Path
 
 import onnx
@@ -27,6 +26,7 @@ from kitsrt.calibration.sensitivity import label_agreement, search_float_nodes
 from kitsrt.engines import create_backend
 from kitsrt.errors import AccuracyGateError, ModelPackageError
 from kitsrt.io import sha256_of, write_text_atomic
+from kitsrt.io.files import discard_temporary, temporary_name
 from kitsrt.runtime.inference import run_network
 from kitsrt.runtime.package import load_package
 
@@ -39,7 +39,7 @@ def _make(package, stage_name: str, precision: str, method: str, set_folder: Pat
     """A gated-to-be variant under a temporary name, and the mixed-precision search behind it (INT8)."""
     stage = getattr(package.spec, stage_name)
     fp32 = package.model_path(stage)
-    tmp = fp32.with_name(f".{fp32.stem}.{precision}.partial-{uuid.uuid4().hex[:8]}.onnx")
+    tmp = temporary_name(fp32.with_name(f"{fp32.stem}.{precision}"), ".onnx")
     if precision == "fp16":
         convert_fp16(fp32, tmp)
         return tmp, None
@@ -63,7 +63,7 @@ def _make(package, stage_name: str, precision: str, method: str, set_folder: Pat
                       [n for n in candidates if n not in keep_float], ranges)
     problems = check_tensorrt_qdq(onnx.load(str(tmp)))
     if problems:
-        tmp.unlink(missing_ok=True)
+        discard_temporary(tmp)
         raise ModelPackageError(f"{fp32}: INT8 model is not TensorRT-ready: {'; '.join(problems[:3])}")
     mixed = None
     if search is not None:
@@ -127,7 +127,7 @@ def make_variants(package_dir: Path | None, set_folder: Path, precision: str, me
         return gate
     finally:
         for tmp in made.values():
-            tmp.unlink(missing_ok=True)
+            discard_temporary(tmp)
 
 
 def _install(package, stage_name: str, precision: str, tmp: Path, gate: dict, method: str, manifest: dict,

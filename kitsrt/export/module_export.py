@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import warnings
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 from kitsrt.errors import AccuracyGateError, InputError
 from kitsrt.export.card import tool_versions
 from kitsrt.io import sha256_of
+from kitsrt.io.files import temporary_sibling
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -54,8 +54,7 @@ def export_module(model, onnx_path: Path, inputs: list[np.ndarray], card: dict, 
             raise InputError(f"{path}: output already exists; pass --overwrite to replace it")
     if not onnx_path.parent.is_dir():
         raise InputError(f"{onnx_path.parent}: output folder does not exist")
-    tmp = onnx_path.with_name(f".{onnx_path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
+    with temporary_sibling(onnx_path) as tmp, temporary_sibling(card_path) as card_tmp:
         to_onnx(model, inputs[0], tmp)
         report = module_parity(model, tmp, inputs)
         report["tolerance"] = tolerance
@@ -66,11 +65,7 @@ def export_module(model, onnx_path: Path, inputs: list[np.ndarray], card: dict, 
         card = {"card_version": 1, "precision": "fp32", **card,
                 "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "onnx_sha256": sha256_of(tmp),
                 "opset": OPSET, "parity_vs_torch": report, "tools": tool_versions()}
-        card_tmp = tmp.with_suffix(".json")
         card_tmp.write_text(json.dumps(card, indent=2, default=str))
         os.replace(tmp, onnx_path)
         os.replace(card_tmp, card_path)
         return card
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp.with_suffix(".json").unlink(missing_ok=True)

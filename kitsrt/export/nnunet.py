@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from importlib import metadata
 from pathlib import Path
 
@@ -115,14 +114,15 @@ def import_nnunet(model_folder: Path, package: Path, folds: list[str] | None = N
     """Build the package folder ``package``; returns its validated spec."""
     from kitsrt.export.module_export import export_module
     from kitsrt.io import sha256_of, write_text_atomic
+    from kitsrt.io.files import temporary_sibling
 
     package = Path(package)
     if package.exists() and not overwrite:
         raise InputError(f"{package}: output already exists; pass --overwrite to replace it")
     model = read_model_folder(Path(model_folder), folds, checkpoint)
-    staging = package.with_name(f".{package.name}.partial-{uuid.uuid4().hex[:8]}")
-    staging.mkdir(parents=True)
-    try:
+    package.parent.mkdir(parents=True, exist_ok=True)
+    with temporary_sibling(package) as staging:
+        staging.mkdir()
         files = []
         for fold in model.folds:
             network = build_network(model, fold.checkpoint["network_weights"], fold.path)
@@ -136,9 +136,6 @@ def import_nnunet(model_folder: Path, package: Path, folds: list[str] | None = N
         if package.exists():
             shutil.rmtree(package)
         os.replace(staging, package)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return spec
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from kitsrt.errors import AccuracyGateError, InputError, ModelPackageError
 from kitsrt.export.card import build_card
 from kitsrt.export.weights import save_weights
 from kitsrt.io import sha256_of
+from kitsrt.io.files import temporary_sibling
 from kitsrt.models import build_model, config_from_dict
 
 OPSET = 17
@@ -186,15 +186,13 @@ def export(checkpoint: Checkpoint, onnx_path: Path, stage: dict, phantom_volume:
             raise InputError(f"{path}: output already exists; pass --overwrite to replace it")
     if not onnx_path.parent.exists():
         raise InputError(f"{onnx_path.parent}: output folder does not exist")
-    tmp = onnx_path.with_name(f".{onnx_path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
+    with temporary_sibling(onnx_path) as tmp, temporary_sibling(onnx_path, ".weights.npz") as weights_tmp:
         _to_onnx(checkpoint.model, checkpoint.config.divisibility, tmp)
         report = parity(checkpoint.model, tmp, parity_inputs(checkpoint.config.divisibility, phantom_volume))
         if report["max_abs_logit_diff"] > PARITY_TOLERANCE:
             raise AccuracyGateError(f"{checkpoint.path}: ONNX parity failed: max |Δlogit| "
                                     f"{report['max_abs_logit_diff']:.2e} > {PARITY_TOLERANCE:.0e} "
                                     f"(argmax agreement {report['argmax_agreement']:.5f}); nothing written")
-        weights_tmp = tmp.with_suffix(".weights.npz")
         save_weights(checkpoint.model, weights_tmp)
         card = build_card(checkpoint, sha256_of(tmp), stage, report, OPSET)
         card["weights_sha256"] = sha256_of(weights_tmp)
@@ -202,9 +200,6 @@ def export(checkpoint: Checkpoint, onnx_path: Path, stage: dict, phantom_volume:
         os.replace(tmp, onnx_path)
         card_path.write_text(json.dumps(card, indent=2))
         return card
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp.with_suffix(".weights.npz").unlink(missing_ok=True)
 
 
 def _preset_of(stage: str):

@@ -16,13 +16,13 @@ Needs the ``dicom`` extra (highdicom, pydicom), imported lazily.
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from kitsrt.errors import BackendUnavailable, InputError
+from kitsrt.io.files import temporary_sibling
 from kitsrt.io.dicom_series import read_series_headers, sorted_along_normal
 from kitsrt.io.scan import Geometry
 
@@ -164,12 +164,9 @@ def write_seg(seg, path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise InputError(f"{path}: output already exists; pass --overwrite to replace it")
     if not path.parent.exists():
         raise InputError(f"{path.parent}: output folder does not exist")
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
+    with temporary_sibling(path) as tmp:
         seg.save_as(tmp)
         os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from kitsrt.errors import BackendUnavailable, InputError
+from kitsrt.io.files import temporary_sibling
 from kitsrt.io.scan import Scan
 
 CT_STORED_OFFSET_HU = 1024  # stored = HU + 1024 as uint16; RescaleIntercept -1024, RescaleSlope 1
@@ -107,16 +107,13 @@ def write_ct_series(scan: Scan, folder: str | os.PathLike, overwrite: bool = Fal
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder; a DICOM series is written as a folder")
     datasets = ct_series_datasets(scan, patient_name)
-    tmp = folder.with_name(f".{folder.name}.partial-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with temporary_sibling(folder) as tmp:
+        tmp.mkdir()
         for ds in datasets:
             ds.save_as(tmp / f"slice_{ds.InstanceNumber:04d}.dcm", enforce_file_format=True)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -8,6 +8,7 @@ can; such files start with a dot and contain ``.partial-``, and scan discovery i
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import uuid
@@ -22,18 +23,37 @@ _live_temporaries: set[Path] = set()
 _lock = threading.Lock()
 
 
-@contextmanager
-def temporary_sibling(path: Path, suffix: str = "") -> Iterator[Path]:
-    """A registered temporary name beside ``path`` (``.NAME.partial-XXXXXXXX[suffix]``), removed on exit."""
-    tmp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:8]}{suffix}")
+def temporary_name(path: Path, suffix: str = "") -> Path:
+    """A new registered temporary name beside ``path`` (``.NAME.partial-XXXXXXXX[suffix]``), for a
+    file or a folder; the caller renames it into place or ``discard_temporary``s it."""
+    tmp = Path(path).with_name(f".{Path(path).name}{TEMP_MARKER}{uuid.uuid4().hex[:8]}{suffix}")
     with _lock:
         _live_temporaries.add(tmp)
+    return tmp
+
+
+def discard_temporary(tmp: Path) -> None:
+    """Remove a temporary file or folder if it is still there, and forget it."""
+    _remove(tmp)
+    with _lock:
+        _live_temporaries.discard(tmp)
+
+
+@contextmanager
+def temporary_sibling(path: Path, suffix: str = "") -> Iterator[Path]:
+    """A registered temporary name beside ``path``, removed (file or folder) on exit."""
+    tmp = temporary_name(path, suffix)
     try:
         yield tmp
     finally:
-        tmp.unlink(missing_ok=True)
-        with _lock:
-            _live_temporaries.discard(tmp)
+        discard_temporary(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def remove_temporary_files() -> int:
@@ -42,11 +62,9 @@ def remove_temporary_files() -> int:
         pending = list(_live_temporaries)
     removed = 0
     for tmp in pending:
-        try:
-            tmp.unlink()
+        if tmp.exists() or tmp.is_symlink():
+            _remove(tmp)
             removed += 1
-        except OSError:
-            pass
     return removed
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from kitsrt.errors import BackendUnavailable, InputError
 from kitsrt.serve.forward import Destination, RetryPolicy
 from kitsrt.serve.node import DicomNode, NodeConfig
+from kitsrt.runtime.batch import CaseLimits
 from kitsrt.serve.spool import SpoolLimits
 
 _AE_TITLE = re.compile(r"^[ -~]{1,16}$")  # 1-16 printable ASCII characters
@@ -22,7 +23,8 @@ def _ae_title(text: str, what: str) -> str:
 
 def node_config(ae_title: str, host: str, port: int, forward: str | None, out: Path | None, quiet_s: float,
                 allow: str | None, max_instances: int, max_series: int, forward_attempts: int,
-                forward_backoff_s: float, spool: Path | None) -> NodeConfig:
+                forward_backoff_s: float, spool: Path | None, time_limit_s: float | None = None,
+                memory_budget_gb: float | None = None) -> NodeConfig:
     """A NodeConfig from command-line values; InputError naming the option for a bad one."""
     if not 0 < port < 65536:
         raise InputError(f"--port {port}: expected 1 to 65535")
@@ -39,7 +41,9 @@ def node_config(ae_title: str, host: str, port: int, forward: str | None, out: P
                       forward=Destination.parse(forward) if forward else None, out=out, spool=spool,
                       quiet_s=quiet_s, allowed_callers=callers,
                       limits=SpoolLimits(max_instances=max_instances, max_series=max_series),
-                      retry=RetryPolicy(attempts=forward_attempts, first_delay_s=forward_backoff_s))
+                      retry=RetryPolicy(attempts=forward_attempts, first_delay_s=forward_backoff_s),
+                      case_limits=CaseLimits(time_limit_s, None if memory_budget_gb is None
+                                             else int(memory_budget_gb * 2**30)))
 
 
 def start_node(config: NodeConfig, model: Path | None = None, backend: str = "onnxruntime",

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kitsrt.errors import KitsrtError
+from kitsrt.errors import KitsrtError, ResourceLimitError
+from kitsrt.runtime.batch import CASE_BASE_BYTES, CASE_BYTES_PER_VOXEL, CaseLimits
 from kitsrt.serve.events import EventLog
 from kitsrt.serve.forward import Destination, ForwardError, RetryPolicy, c_store, send_with_retry
 from kitsrt.serve.spool import Collection, Refused, SeriesSpool, SpoolLimits
@@ -43,6 +44,26 @@ class NodeConfig:
     allowed_callers: tuple[str, ...] = ()  # calling AE titles allowed; empty: any
     limits: SpoolLimits = field(default_factory=SpoolLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    case_limits: CaseLimits = field(default_factory=CaseLimits)  # per series: seconds, estimated memory
+
+
+def check_series_memory(collection: Collection, budget_bytes: int | None) -> None:
+    """Refuse a spooled series whose estimated peak memory (instances x Rows x Columns voxels, the same
+    estimate as the batch's) exceeds ``budget_bytes``: ResourceLimitError, before any pixel is read."""
+    if budget_bytes is None:
+        return
+    from pydicom import dcmread
+
+    first = next((p for p in sorted(collection.folder.iterdir()) if p.is_file()), None)
+    if first is None:
+        return
+    header = dcmread(first, stop_before_pixels=True)
+    voxels = collection.instances * int(header.Rows) * int(header.Columns)
+    needed = voxels * CASE_BYTES_PER_VOXEL + CASE_BASE_BYTES
+    if needed > budget_bytes:
+        raise ResourceLimitError(f"series {collection.series_uid}: needs about {needed / 2**30:.2f} GiB for "
+                                 f"{voxels} voxels, more than the memory budget of {budget_bytes / 2**30:.2f} GiB "
+                                 "(--memory-budget-gb); not segmented")
 
 
 def instance_problem(ds) -> tuple[int, str] | None:
@@ -183,7 +204,8 @@ class DicomNode:
         series = collection.series_uid
         start = time.perf_counter()
         try:
-            result = self.segmenter.segment(collection.folder)
+            check_series_memory(collection, self.config.case_limits.memory_budget_bytes)
+            result = self.segmenter.segment(collection.folder, self.config.case_limits.time_limit_s)
             seg = seg_of_result(result, collection.folder, self.algorithm)
         except KitsrtError as exc:
             self.log("series_failed", series=series, error=str(exc))
