@@ -267,3 +267,18 @@ def test_two_processes_racing_for_one_output_leave_one_whole_file(tmp_path):
     values = np.unique(read_label_map(target).array)
     assert len(values) == 1 and values[0] in (1, 2)
     assert [p.name for p in tmp_path.iterdir()] == ["seg.nii.gz"]
+
+
+@pytest.mark.parametrize("card_text", ["{", "[]"], ids=["not JSON", "not an object"])
+@pytest.mark.parametrize("card_name", ["coarse.json", "fine.bf16.json"])
+def test_a_corrupt_model_card_is_a_package_error(tmp_path, card_name, card_text):
+    from kitsrt.runtime.segmenter import Segmenter
+
+    package = _package(tmp_path)
+    (package / card_name).write_text(card_text)
+    precision = "bf16" if "bf16" in card_name else "fp32"
+    backend = "openvino" if precision == "bf16" else "onnxruntime"
+    if backend == "openvino":
+        pytest.importorskip("openvino", reason="openvino not installed (pip install -e '.[openvino]')")
+    with pytest.raises(ModelPackageError, match=card_name):
+        Segmenter.load(package, backend=backend, precision=precision)

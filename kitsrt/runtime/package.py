@@ -18,6 +18,17 @@ from kitsrt.runtime.pipeline import CascadeSpec, NestedSpec, NetworkSpec, load_p
 from kitsrt.runtime.sliding_window_spec import SlidingWindowSpec
 
 
+def read_card(path: Path) -> dict:
+    """A model card (or gate card): a JSON object, else ModelPackageError (exit 4) naming the file."""
+    try:
+        card = json.loads(Path(path).read_text())
+    except (ValueError, OSError) as exc:
+        raise ModelPackageError(f"{path}: model card is not readable JSON ({exc})") from None
+    if not isinstance(card, dict):
+        raise ModelPackageError(f"{path}: model card is not a JSON object")
+    return card
+
+
 def demo_package_path() -> Path:
     """The bundled demo package (trained on synthetic phantoms; not a clinical model)."""
     return Path(str(resources.files("kitsrt.models") / "demo"))
@@ -34,14 +45,7 @@ class ModelPackage:
         return self.folder / network.model
 
     def card(self, network: NetworkSpec) -> dict:
-        path = self.model_path(network).with_suffix(".json")
-        try:
-            card = json.loads(path.read_text())
-        except (ValueError, OSError) as exc:
-            raise ModelPackageError(f"{path}: model card is not readable JSON ({exc})") from None
-        if not isinstance(card, dict):
-            raise ModelPackageError(f"{path}: model card is not a JSON object")
-        return card
+        return read_card(self.model_path(network).with_suffix(".json"))
 
     def network(self, role: str) -> NetworkSpec:
         """The network of ``role`` (e.g. coarse, fine; kidney, tumor)."""

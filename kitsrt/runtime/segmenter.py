@@ -20,7 +20,7 @@ from kitsrt.errors import InputError, ResourceLimitError
 from kitsrt.io import Geometry, Scan, check_image, read_ct, write_label_map
 from kitsrt.engines.base import Backend
 from kitsrt.runtime.kinds import kind_of
-from kitsrt.runtime.package import ModelPackage, load_package
+from kitsrt.runtime.package import ModelPackage, load_package, read_card
 from kitsrt.runtime.quality import header_warnings, package_warnings, scan_warnings, side_warnings
 from kitsrt.runtime.report import build_report
 from kitsrt.runtime.timing import Timings
@@ -76,8 +76,6 @@ def variant_path(package: ModelPackage, role: str, precision: str) -> Path:
 def runtime_precision_file(package: ModelPackage, role: str, precision: str) -> Path:
     """The FP32 file of a package's ``role`` network for a runtime precision (bf16): allowed only when
     ``<model>.<precision>.json`` records its accuracy gate for exactly this file."""
-    import json
-
     from kitsrt.errors import ModelPackageError
     from kitsrt.io import sha256_of
 
@@ -86,7 +84,7 @@ def runtime_precision_file(package: ModelPackage, role: str, precision: str) -> 
     if not card.exists():
         raise ModelPackageError(f"{card}: no {precision} gate result in the package; run "
                                 f"`kitsrt quantize --precision {precision} --calibration calib/` first")
-    recorded = json.loads(card.read_text())
+    recorded = read_card(card)
     if recorded.get("onnx_sha256") != sha256_of(base) or "gate" not in recorded:
         raise ModelPackageError(f"{card}: its gate was run on another {base.name}; run "
                                 f"`kitsrt quantize --precision {precision}` again")
@@ -109,15 +107,15 @@ def check_looks_like_ct(scan: Scan) -> None:
 
 def models_run(backends: dict[str, Backend], backend_name: str) -> list[dict]:
     """Per role: the file each backend loaded, its SHA-256 and its precision (from the card beside it)."""
-    import json
-
     from kitsrt.io import sha256_of
 
     models = []
     for role, backend in backends.items():
         path = Path(backend.loaded_file())
         card = Path(backend.model_path).with_suffix(".json")
-        precision = json.loads(card.read_text()).get("precision", "fp32") if card.exists() else "unknown"
+        runtime = getattr(backend, "precision", "fp32")  # a runtime precision (bf16) of an FP32 file
+        card_precision = read_card(card).get("precision", "fp32") if card.exists() else "unknown"
+        precision = runtime if runtime != "fp32" else card_precision
         models.append({"role": role, "file": path.name, "sha256": sha256_of(path), "precision": precision,
                        "backend": backend_name})
     return models
@@ -191,7 +189,12 @@ class Segmenter:
                 raise
         first = next(iter(backends.values()))
         name = first.describe() + ("" if precision == "fp32" or runtime != "fp32" else f", {precision}")
-        return cls(pkg, backends, name, choice)
+        try:
+            return cls(pkg, backends, name, choice)
+        except BaseException:
+            for loaded in backends.values():
+                loaded.close()
+            raise
 
     def close(self) -> None:
         for backend in self.backends.values():
