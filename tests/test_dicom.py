@@ -170,3 +170,18 @@ def test_infer_to_nifti_warns_with_the_size_of_the_error(tmp_path, phantom_serie
     assert "warning:" in result.output and "float32" in result.output and ".nrrd" in result.output
     warning = next(w for w in json.loads(report.read_text())["warnings"] if w["code"] == "output_geometry_inexact")
     assert warning["values"]["origin_error_mm"] > warning["values"]["itk_tolerance_mm"]
+
+
+def test_a_lossless_file_that_fails_its_geometry_check_never_replaces_the_old_output(tmp_path, monkeypatch):
+    import kitsrt.io.scan as scan_module
+
+    labels = (np.arange(np.prod(GEOMETRY.array_shape)).reshape(GEOMETRY.array_shape) % 3).astype(np.uint8)
+    image = Scan.from_array(labels, GEOMETRY).image
+    output = write_image(image, tmp_path / "seg.nrrd")
+    before = output.read_bytes()
+    far = Geometry(GEOMETRY.size, GEOMETRY.spacing_mm, (0.0, 0.0, 0.0), GEOMETRY.direction)
+    monkeypatch.setattr(scan_module, "read_geometry", lambda path: far)  # as if the file came back elsewhere
+    with pytest.raises(InputError, match=r"seg\.nrrd: written grid differs"):
+        write_image(Scan.from_array(labels[::-1].copy(), GEOMETRY).image, output, overwrite=True)
+    assert output.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.nrrd"]

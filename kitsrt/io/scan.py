@@ -363,16 +363,19 @@ def read_geometry(path: str | os.PathLike) -> Geometry:
                     tuple(reader.GetOrigin()), tuple(reader.GetDirection()))
 
 
-def check_written_geometry(path: str | os.PathLike, expected: Geometry) -> GeometryDrift:
+def check_written_geometry(path: str | os.PathLike, expected: Geometry,
+                           name: str | os.PathLike | None = None) -> GeometryDrift:
     """Read back a written file's header and compare its grid with ``expected``.
 
     A lossless format (NRRD, MetaImage) must match within ITK's tolerance, or the file is removed and
-    InputError raised; for NIfTI the drift is returned for the caller to report (float32 geometry).
+    InputError raised (naming ``name``, the final path, when ``path`` is its temporary file); for NIfTI
+    the drift is returned for the caller to report (float32 geometry).
     """
     path = Path(path)
     drift = geometry_drift(read_geometry(path), expected)
     if not drift.within_itk_tolerance and _suffix(path) not in LOSSY_GEOMETRY_SUFFIXES:
         path.unlink(missing_ok=True)
+        path = Path(name) if name is not None else path
         raise InputError(f"{path}: written grid differs from the input's (origin by {drift.origin_mm:.3g} mm, "
                          f"direction by {drift.direction:.3g}); removed it. Write .nrrd instead")
     return drift
@@ -402,13 +405,13 @@ def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = Fa
     with temporary_sibling(path, _suffix(path)) as tmp:
         try:
             sitk.WriteImage(image, str(tmp), useCompression=_suffix(path) in (".nii.gz", ".nrrd", ".mha"))
+            if image.GetDimension() == 3:  # checked before the rename: a bad file never replaces a good one
+                check_written_geometry(tmp, Geometry.of(image), name=path)
             os.replace(tmp, path)
         except RuntimeError as exc:
             raise InputError(f"{path}: could not write it: {itk_message(exc)}") from None
         except OSError as exc:
             raise InputError(f"{path}: could not write it: {exc.strerror or exc}") from None
-    if image.GetDimension() == 3:
-        check_written_geometry(path, Geometry.of(image))
     return path
 
 
