@@ -82,11 +82,7 @@ def test_infer_from_four_threads_at_once(tiny):
         def work(n):
             results[n] = backend.infer({"image": inputs[n]})["logits"]
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _in_threads(work, 8)
     for n, want in enumerate(expected):
         np.testing.assert_array_equal(results[n], want)
 
@@ -232,10 +228,15 @@ def test_release_memory_while_other_threads_infer(tiny):
             results[n] = backend.infer({"image": inputs[n]})["logits"]
             backend.release_memory()
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _in_threads(work, 6)
     for n, want in enumerate(expected):
         np.testing.assert_array_equal(results[n], want)
+
+
+def _in_threads(work, count: int) -> None:
+    """Run ``work(n)`` for n in range(count), each in its own thread, all at once."""
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

@@ -118,10 +118,7 @@ def make_variants(package_dir: Path | None, set_folder: Path, precision: str, me
         gate["quantized_op_types"] = (op_types or QUANTIZED_OPS) if precision == "int8" else None
         gate["float_nodes"] = {name: m["float_nodes"] for name, m in mixed.items() if m is not None} or None
         if not gate["passed"] and not force:
-            raise AccuracyGateError(
-                f"{precision} variant refused: composite Dice delta {gate['composite_dice_delta']} "
-                f"< -{max_dice_drop} on {gate['heldout_cases']} held-out cases (argmax agreement "
-                f"{gate['argmax_agreement']:.4f}); nothing written. Try another --method or --force")
+            raise _refused(f"{precision} variant", gate, max_dice_drop, "Try another --method or --force")
         for stage_name, tmp in made.items():
             _install(package, stage_name, precision, tmp, gate, method, manifest, mixed[stage_name])
         return gate
@@ -160,10 +157,7 @@ def gate_runtime_precision(package_dir: Path | None, set_folder: Path, precision
     files = {name: package.model_path(getattr(package.spec, name)) for name in STAGES}
     gate = run_gate(package, files, set_folder, manifest, precision, None, max_dice_drop, threads, backend, precision)
     if not gate["passed"] and not force:
-        raise AccuracyGateError(
-            f"{precision} on {backend} refused: composite Dice delta {gate['composite_dice_delta']} "
-            f"< -{max_dice_drop} on {gate['heldout_cases']} held-out cases (argmax agreement "
-            f"{gate['argmax_agreement']:.4f}); nothing written. Use --precision fp32, or --force")
+        raise _refused(f"{precision} on {backend}", gate, max_dice_drop, "Use --precision fp32, or --force")
     for name, fp32 in files.items():
         card = json.loads(fp32.with_suffix(".json").read_text())
         card.update({"precision": precision, "onnx_sha256": sha256_of(fp32), "fp32_sha256": sha256_of(fp32),
@@ -174,3 +168,11 @@ def gate_runtime_precision(package_dir: Path | None, set_folder: Path, precision
         write_text_atomic(json.dumps(card, indent=2) + "\n", fp32.with_name(f"{fp32.stem}.{precision}.json"),
                           overwrite=True)
     return gate
+
+
+def _refused(what: str, gate: dict, max_dice_drop: float, advice: str) -> AccuracyGateError:
+    """The one-line refusal of a variant whose gate failed (exit 5)."""
+    return AccuracyGateError(
+        f"{what} refused: composite Dice delta {gate['composite_dice_delta']} < -{max_dice_drop} on "
+        f"{gate['heldout_cases']} held-out cases (argmax agreement {gate['argmax_agreement']:.4f}); "
+        f"nothing written. {advice}")
