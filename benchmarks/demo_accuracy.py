@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kitsrt.benchmark import describe_machine
+from kitsrt.bench.latency import describe_machine
 from kitsrt.io import Scan, read_label_map
-from kitsrt.metrics import score_case
+from kitsrt.eval.metrics import score_case
 from kitsrt.phantom import procedural_label_map, synthesize_ct
 from kitsrt.runtime.kinds.cascade import fine_stage, paste
 from kitsrt.runtime.restore import crop_grid

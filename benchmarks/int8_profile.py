@@ -26,7 +26,7 @@ import onnx
 import onnxruntime as ort
 import openvino as ov
 
-from kitsrt.benchmark import describe_machine
+from kitsrt.bench.latency import describe_machine
 from kitsrt.calibration.dataset import Source, stage_inputs
 from kitsrt.calibration.precision import fixed_patches, quantizable_nodes
 from kitsrt.engines import create_backend

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from kitsrt.benchmark import describe_machine
+from kitsrt.bench.latency import describe_machine
 from kitsrt.engines.openvino_backend import OpenVINOBackend, compile_config, compile_for_shape
 from kitsrt.io import read_scan
 from kitsrt.runtime.segmenter import Segmenter

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from kitsrt.benchmark import describe_machine
+from kitsrt.bench.latency import describe_machine
 
 CHILD = """
 import resource, sys, time

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kitsrt.benchmark import describe_machine
+from kitsrt.bench.latency import describe_machine
 from kitsrt.calibration.dataset import load_manifest
 from kitsrt.io import read_label_map
-from kitsrt.metrics import score_case
+from kitsrt.eval.metrics import score_case
 from kitsrt.phantom import synthesize_ct
 from kitsrt.runtime.segmenter import Segmenter
 

@@ -13,7 +13,7 @@ import json
 import statistics
 from pathlib import Path
 
-from kitsrt.benchmark import describe_machine
+from kitsrt.bench.latency import describe_machine
 from kitsrt.io import read_scan
 from kitsrt.runtime.segmenter import Segmenter
 

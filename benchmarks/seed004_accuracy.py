@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from kitsrt.benchmark import describe_machine
+from kitsrt.bench.latency import describe_machine
 from kitsrt.io import read_label_map, read_scan, write_image
-from kitsrt.metrics import score_case
+from kitsrt.eval.metrics import score_case
 from kitsrt.phantom import procedural_label_map, synthesize_ct
-from kitsrt.runtime.package import demo_package_path
+from kitsrt.runtime.package import bundled_package_path
 from kitsrt.runtime.segmenter import Segmenter
 
 KITS19 = Path(__file__).resolve().parents[2] / "shared" / "data" / "kits19"
-SEED004 = demo_package_path().parent / "seed004_demo"
+SEED004 = bundled_package_path("seed004_demo")
 
 
 def cases(names: list[str], procedural: int, cache: Path):

@@ -161,7 +161,7 @@ def _check_dicom_folder_output(folder: Path, overwrite: bool) -> None:
 
 def _write_phantom_preview(ct, labels, path: Path, overwrite: bool) -> None:
     from kitsrt.io.preview import render_views, volume_center_mm, write_png
-    from kitsrt.masks import bounding_box
+    from kitsrt.io.masks import bounding_box
 
     box = bounding_box(labels.array > 0)
     if box is None:
@@ -187,12 +187,12 @@ def evaluate(
 
     Example: kitsrt eval seg.nii.gz case_00021/segmentation.nii.gz --json scores.json
     """
-    from kitsrt.evaluate import evaluate_pairs, mean_scores, pair_cases, scores_csv, scores_json
+    from kitsrt.eval.evaluate import evaluate_pairs, mean_scores, pair_cases, scores_csv, scores_json
     from kitsrt.io import write_text_atomic
 
     from kitsrt.io import check_output_path
     from kitsrt.io.outputs import check_outputs_apart
-    from kitsrt.metrics import check_tolerance
+    from kitsrt.eval.metrics import check_tolerance
 
     check_tolerance(tolerance_mm)
     for path, suffix in ((json_out, ".json"), (csv_out, ".csv")):
@@ -677,7 +677,7 @@ def bench(
     import json
     import tempfile
 
-    from kitsrt.benchmark import bench_case, bench_configs, bench_scans, describe_machine, markdown_table, plot_png
+    from kitsrt.bench.latency import bench_case, bench_configs, bench_scans, describe_machine, markdown_table, plot_png
     from kitsrt.io import write_text_atomic
     from kitsrt.training import require_torch
 
@@ -700,7 +700,7 @@ def bench(
                               progress=lambda text: err.print(text), rounds=rounds) for name, path in scans]
         report = {"machine": describe_machine(), "runs": runs, "rounds": rounds, "threads": threads, "cases": results}
         if throughput:
-            from kitsrt.benchmark_throughput import bench_throughput, throughput_scans
+            from kitsrt.bench.throughput import bench_throughput, throughput_scans
 
             paths = throughput_scans(kits19, work or Path(tmp), 2 if quick else 10, quick)
             report["throughput"] = bench_throughput(paths, *configs[0], threads, 1 if quick else min(runs, 2),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled demo package (kitsrt/models/demo) from the shared KiTS19 label maps.
+# Rebuild the bundled demo package (kitsrt/packages/demo) from the shared KiTS19 label maps.
 # Needs the export extra (torch) and ../shared/data/kits19. Phantoms are synthesized per case
 # (seed = case number), so the training data is reproducible. Usage:
 #   bash scripts/build_demo_model.sh [KITS19_DIR] [WORK_DIR]
@@ -8,7 +8,7 @@ data=${1:-../shared/data/kits19}
 work=${2:-work}
 # Held out from training: used to report the demo's Dice on unseen anatomy.
 holdout=case_00021,case_00043,case_00055,case_00063,case_00142,case_00188
-out=kitsrt/models/demo
+out=kitsrt/packages/demo
 kitsrt train "$data" --stage coarse -o "$work/coarse" --exclude "$holdout" --steps 1200 --threads 1 --cache "$work/cache"
 kitsrt train "$data" --stage fine -o "$work/fine" --exclude "$holdout" --steps 1800 --cache "$work/cache"
 note="trained by scripts/build_demo_model.sh on phantoms of 24 KiTS19 label maps (held out: $holdout)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled seed 004 demo package (kitsrt/models/seed004_demo): the nested 3D V-Nets
+# Rebuild the bundled seed 004 demo package (kitsrt/packages/seed004_demo): the nested 3D V-Nets
 # trained briefly on CPU on phantoms of the five smallest non-held-out KiTS19 label maps (seed =
 # case number). Needs the export extra (torch) and ../shared/data/kits19. Usage:
 #   bash scripts/build_seed004_demo.sh [KITS19_DIR] [WORK_DIR]
@@ -7,7 +7,7 @@ set -euo pipefail
 data=${1:-../shared/data/kits19}
 work=${2:-work}
 cases="case_00007 case_00024 case_00034 case_00038 case_00051"
-out=kitsrt/models/seed004_demo
+out=kitsrt/packages/seed004_demo
 mkdir -p "$work/seed004_ready" "$out"
 for c in $cases; do ln -sfn "$(realpath "$data/$c")" "$work/seed004_ready/$c"; done
 # The two networks are independent in training (the tumor network sees the reference kidney mask),

@@ -7,9 +7,9 @@ import pytest
 import SimpleITK as sitk
 
 from kitsrt.errors import InputError
-from kitsrt.evaluate import evaluate_pairs
+from kitsrt.eval.evaluate import evaluate_pairs
 from kitsrt.io import Geometry, Scan
-from kitsrt.metrics import score_case
+from kitsrt.eval.metrics import score_case
 from kitsrt.runtime.segmenter import Segmenter
 
 GRID = Geometry((40, 40, 20), (2.0, 2.0, 4.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))

@@ -139,7 +139,7 @@ def test_fixed_patches_cover_every_voxel_once():
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_shipped_demo_variants_passed_their_gate_and_follow_fp32(precision, small_case):
     from kitsrt.io import sha256_of
-    from kitsrt.metrics import score_case
+    from kitsrt.eval.metrics import score_case
 
     demo = demo_package_path()
     for stage in ("coarse", "fine"):

@@ -113,7 +113,7 @@ def test_export_help_shows_a_worked_example():
 
 def test_runtime_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import kitsrt, kitsrt.io, kitsrt.runtime, kitsrt.engines, kitsrt.cli, kitsrt.phantom, kitsrt.metrics\n"
+            "import kitsrt, kitsrt.io, kitsrt.runtime, kitsrt.engines, kitsrt.cli, kitsrt.phantom, kitsrt.eval.metrics\n"
             "import kitsrt.runtime.pipeline, kitsrt.runtime.preprocess, kitsrt.runtime.voi\n"
             "assert sys.modules['torch'] is None\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace")

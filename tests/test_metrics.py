@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kitsrt.metrics import dice, score_case, surface_dice
+from kitsrt.eval.metrics import dice, score_case, surface_dice
 
 
 def test_dice_by_hand():

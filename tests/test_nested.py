@@ -106,11 +106,11 @@ def test_nested_package_runs_from_the_cli(package, scan, tmp_path):
 
 
 def test_shipped_seed004_demo_and_seed002_demo_run_on_the_same_phantom(small_case, tmp_path):
-    from kitsrt.runtime.package import demo_package_path
+    from kitsrt.runtime.package import bundled_package_path
 
     labels, ct = small_case
     write_image(ct.image, tmp_path / "ct.nii.gz")
-    seed004 = demo_package_path().parent / "seed004_demo"
+    seed004 = bundled_package_path("seed004_demo")
     for name, model in (("seed004", ["--model", str(seed004)]), ("seed002", [])):
         out, report = tmp_path / f"{name}.nii.gz", tmp_path / f"{name}.json"
         result = CliRunner().invoke(app, ["infer", str(tmp_path / "ct.nii.gz"), "-o", str(out), "--report", str(report),

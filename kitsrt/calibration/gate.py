@@ -15,7 +15,7 @@ import numpy as np
 from kitsrt.calibration.dataset import stage_arrays
 from kitsrt.engines import create_backend
 from kitsrt.io import read_label_map
-from kitsrt.metrics import score_case
+from kitsrt.eval.metrics import score_case
 from kitsrt.phantom import synthesize_ct
 from kitsrt.runtime.inference import run_network
 from kitsrt.runtime.package import ModelPackage

@@ -1,8 +1,8 @@
 """Write ``pipeline.json`` (version 2) for a folder of exported networks with their cards, recording
 each file's SHA-256, divisibility, spacing and normalisation from the cards. Torch-free.
 
-    python -m kitsrt.export.package kitsrt/models/demo                   # cascade: coarse.onnx, fine.onnx
-    python -m kitsrt.export.package kitsrt/models/seed004_demo --kind nested   # kidney.onnx, tumor.onnx
+    python -m kitsrt.export.package kitsrt/packages/demo                   # cascade: coarse.onnx, fine.onnx
+    python -m kitsrt.export.package kitsrt/packages/seed004_demo --kind nested   # kidney.onnx, tumor.onnx
 """
 
 from __future__ import annotations

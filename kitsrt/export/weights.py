@@ -3,11 +3,9 @@ backend: the same package then runs in PyTorch eager without a separate checkpoi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
-
-from kitsrt.models.weights import model_from_package
-
-__all__ = ["model_from_package", "save_weights"]
 
 
 def save_weights(model, path: Path) -> None:

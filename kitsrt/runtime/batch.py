@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kitsrt.errors import InputError, KitsrtError, ResourceLimitError
-from kitsrt.evaluate import case_name
+from kitsrt.io.names import case_name
 from kitsrt.io import (
     LOSSY_GEOMETRY_SUFFIXES,
     OUTPUT_SUFFIXES,

@@ -29,9 +29,19 @@ def read_card(path: Path) -> dict:
     return card
 
 
+BUNDLED_PACKAGES = ("demo", "seed004_demo")
+
+
+def bundled_package_path(name: str) -> Path:
+    """A package shipped inside kitsrt (``kitsrt/packages/<name>``)."""
+    if name not in BUNDLED_PACKAGES:
+        raise ModelPackageError(f"no bundled package named {name!r}; bundled: {', '.join(BUNDLED_PACKAGES)}")
+    return Path(str(resources.files("kitsrt.packages") / name))
+
+
 def demo_package_path() -> Path:
-    """The bundled demo package (trained on synthetic phantoms; not a clinical model)."""
-    return Path(str(resources.files("kitsrt.models") / "demo"))
+    """The bundled demo package (seed 002 cascade trained on synthetic phantoms; not a clinical model)."""
+    return bundled_package_path("demo")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from kitsrt.io import Geometry
+from kitsrt.io.resample import resample_onto
 from kitsrt.runtime.pipeline import WindowSymmetric
 
 AIR_HU = -1024.0
@@ -76,19 +77,6 @@ def centred_grid(box: Box, spacing_mm: float | tuple[float, float, float], size_
     origin = center - (np.asarray(size_xyz) - 1) * spacing / 2.0
     return Geometry(tuple(int(s) for s in size_xyz), tuple(float(s) for s in spacing),
                     tuple(float(o) for o in origin), IDENTITY)
-
-
-def resample_onto(image: sitk.Image, grid: Geometry, interpolator, default: float, pixel_id: int) -> sitk.Image:
-    """Resample ``image`` onto ``grid`` (identity transform), without allocating a reference image."""
-    resampler = sitk.ResampleImageFilter()
-    resampler.SetSize(list(grid.size))
-    resampler.SetOutputSpacing(grid.spacing_mm)
-    resampler.SetOutputOrigin(grid.origin_mm)
-    resampler.SetOutputDirection(grid.direction)
-    resampler.SetInterpolator(interpolator)
-    resampler.SetDefaultPixelValue(default)
-    resampler.SetOutputPixelType(pixel_id)
-    return resampler.Execute(image)
 
 
 def symmetric_blocks(size: int, factor: int) -> tuple[int, int]:

@@ -68,7 +68,7 @@ def body_midline_x_mm(scan: Scan, air_below_hu: float = -500.0) -> float:
 def sided_regions(labels: np.ndarray, scan: Scan) -> list[dict]:
     """Per-side entries (``region_entry``) for a whole-scan segmentation without VOIs: foreground
     right of the body's midline (LPS x below it) is the right kidney's, the rest the left's."""
-    from kitsrt.masks import bounding_box
+    from kitsrt.io.masks import bounding_box
 
     box = bounding_box(labels > 0)
     if box is None:

@@ -12,7 +12,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from kitsrt.io import Geometry
-from kitsrt.runtime.preprocess import resample_onto, uncrop
+from kitsrt.io.resample import resample_onto
+from kitsrt.runtime.preprocess import uncrop
 from kitsrt.runtime.regions import RegionPlan, crop_grid
 
 __all__ = ["crop_grid", "labels_on_grid", "labels_to_scan", "probabilities_on_grid", "probabilities_to_scan",

@@ -15,19 +15,10 @@ import numpy as np
 
 from kitsrt.errors import InputError
 from kitsrt.io import SUPPORTED_SUFFIXES, Geometry, read_label_map
-from kitsrt.metrics import CaseScores, check_tolerance, score_case
+from kitsrt.io.names import case_name
+from kitsrt.eval.metrics import CaseScores, check_tolerance, score_case
 
 GEOMETRY_TOLERANCE = 1e-4  # mm (and unitless for direction cosines): float32 header round-off
-KITS_LAYOUT_NAMES = {"segmentation", "prediction", "imaging"}
-
-
-def case_name(path: Path) -> str:
-    name = path.name
-    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return path.parent.name if name in KITS_LAYOUT_NAMES else name
 
 
 def _label_files(folder: Path) -> dict[str, Path]:

@@ -27,8 +27,8 @@ import SimpleITK as sitk
 from kitsrt.errors import InputError
 from kitsrt.io import Geometry, Scan
 from kitsrt.io.validate import check_geometry, check_voxel_budget
-from kitsrt.masks import bounding_box
-from kitsrt.runtime.preprocess import resample_onto
+from kitsrt.io.masks import bounding_box
+from kitsrt.io.resample import resample_onto
 
 AIR_HU = -1000.0
 OUTSIDE_FOV_HU = -1024

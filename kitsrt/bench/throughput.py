@@ -52,7 +52,7 @@ def _machine_busy_jiffies() -> tuple[int, int]:
 
 def throughput_child(paths: list[str], backend: str, precision: str, threads: int, mode: str) -> dict:
     """Run in a child process: every scan of ``paths`` through one loaded Segmenter, by ``mode``."""
-    from kitsrt.benchmark import _peak_rss_bytes
+    from kitsrt.bench.latency import _peak_rss_bytes
     from kitsrt.io import read_scan
     from kitsrt.runtime.batch import plan_batch, run_batch
     from kitsrt.runtime.segmenter import Segmenter
@@ -81,7 +81,7 @@ def throughput_child(paths: list[str], backend: str, precision: str, threads: in
 def bench_throughput(paths: list[Path], backend: str, precision: str, threads: int, rounds: int = 1,
                      progress=print) -> dict:
     """Both modes, interleaved ``rounds`` times; the best round of each (the least disturbed)."""
-    from kitsrt.benchmark import run_child
+    from kitsrt.bench.latency import run_child
 
     runs: dict[str, list[dict]] = {"one-by-one": [], "overlapped": []}
     for round_ in range(rounds):

@@ -25,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from kitsrt.errors import InputError
-from kitsrt.masks import boundary, bounding_box
+from kitsrt.io.masks import boundary, bounding_box
 
 KIDNEY_THRESHOLD = 0  # kidney region: label > 0
 TUMOR_THRESHOLD = 1  # tumor region: label > 1

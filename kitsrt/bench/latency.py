@@ -103,7 +103,7 @@ def sliding_window_child(scan_path: str, threads: int, windows: int, full: bool)
 
     from kitsrt.training import require_torch
 
-    from kitsrt.export.weights import model_from_package
+    from kitsrt.models.weights import model_from_package
     from kitsrt.io import read_scan
     from kitsrt.runtime.package import load_package
     from kitsrt.runtime.preprocess import scan_box
@@ -142,7 +142,7 @@ def sliding_window_child(scan_path: str, threads: int, windows: int, full: bool)
             "windows": count, "method": method, "grid_voxels": int(volume.size), "peak_rss_bytes": _peak_rss_bytes()}
 
 
-def run_child(function: str, *args, module: str = "kitsrt.benchmark") -> dict:
+def run_child(function: str, *args, module: str = "kitsrt.bench.latency") -> dict:
     """Call one of the ``*_child`` functions of ``module`` in a fresh Python process; return its dict."""
     code = (f"import json, sys; import {module} as b; "
             f"print('KITSRT_BENCH ' + json.dumps(b.{function}(*json.loads(sys.argv[1]))))")
@@ -311,7 +311,7 @@ def markdown_table(report: dict) -> str:
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
         lines.append("")
     if "throughput" in report:
-        from kitsrt.benchmark_throughput import throughput_table
+        from kitsrt.bench.throughput import throughput_table
 
         lines.append(throughput_table(report["throughput"]))
     return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""`kitsrt bench`: latency per stage, backend and precision (latency.py) and throughput (throughput.py)."""
