@@ -84,3 +84,28 @@ def scores_csv(scores: list[CaseScores]) -> str:
     for s in scores:
         writer.writerow(s.as_dict())
     return buffer.getvalue()
+
+
+def check_eval_request(prediction: Path, reference: Path, tolerance_mm: float, json_out: Path | None,
+                       csv_out: Path | None, overwrite: bool) -> None:
+    """Refuse, before scoring, a bad tolerance, a missing input or an output that clashes."""
+    from kitsrt.io import check_output_path
+    from kitsrt.io.outputs import check_outputs_apart
+
+    check_tolerance(tolerance_mm)
+    for path, suffix in ((json_out, ".json"), (csv_out, ".csv")):
+        if path is not None:
+            check_output_path(path, overwrite, (suffix,))
+    for path in (prediction, reference):
+        if not path.exists():
+            raise InputError(f"{path}: no such file or folder")
+    check_outputs_apart([json_out, csv_out], [prediction, reference])
+
+
+def write_scores(scores: list[CaseScores], json_out: Path | None, csv_out: Path | None, overwrite: bool) -> None:
+    from kitsrt.io import write_text_atomic
+
+    if json_out is not None:
+        write_text_atomic(scores_json(scores), json_out, overwrite)
+    if csv_out is not None:
+        write_text_atomic(scores_csv(scores), csv_out, overwrite)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kitsrt.errors import InputError, KitsrtError, ResourceLimitError
+from kitsrt.errors import InputError, KitsrtError, NoKidneyFound, QualityWarnings, ResourceLimitError
 from kitsrt.io.names import case_name
 from kitsrt.io import (
     LOSSY_GEOMETRY_SUFFIXES,
@@ -295,3 +295,57 @@ def run_batch(segmenter: Segmenter, cases: list[Case], overwrite: bool,
             finish(*writing)
     order = {c.name: i for i, c in enumerate(cases)}
     return sorted(summaries, key=lambda s: order[s["case"]])
+
+
+def check_infer_outputs(scans: list[Path], model: Path | None, outputs: list[Path | None]) -> None:
+    """No output may be a scan, a file of the model package or another output (same resolved path or inode)."""
+    from kitsrt.io.outputs import check_outputs_apart
+    from kitsrt.runtime.package import demo_package_path
+
+    package = model if model is not None else demo_package_path()
+    package_files = [p for p in package.iterdir() if p.is_file()] if package.is_dir() else []
+    check_outputs_apart(outputs, [*scans, *package_files])
+
+
+def infer_scan(segmenter: Segmenter, path: Path, series: str | None, target: Path, report: Path | None,
+               preview: Path | None, overwrite: bool, limits: CaseLimits = CaseLimits(),
+               write_labels: Callable[[Result, Path, bool], object] = Result.write) -> Result:
+    """Read one scan (refused first when over the memory budget), segment it and write its outputs;
+    the read time leads the report's timings."""
+    check_memory_budget(path, limits.memory_budget_bytes)
+    start = time.perf_counter()
+    scan = read_ct(path, series)
+    read_s = time.perf_counter() - start
+    result = segmenter.segment(scan, limits.time_limit_s)
+    result.report["timings_s"] = {"read": round(read_s, 4), **result.report["timings_s"]}
+    write_outputs(result, scan, target, report, preview, overwrite, write_labels)
+    return result
+
+
+def check_scan_result(path: Path, target: Path, result: Result, strict: bool) -> None:
+    """The exit status of one written scan: NoKidneyFound (3) for an empty map, QualityWarnings (7)
+    with ``strict`` and any warning."""
+    if not result.kidney_found:
+        raise NoKidneyFound(f"{path}: no kidney found; wrote an empty label map to {target}")
+    codes = [w["code"] for w in result.report["warnings"]]
+    if strict and codes:
+        raise QualityWarnings(f"{path}: --strict and {len(codes)} quality warning(s) ({', '.join(codes)}); "
+                              f"outputs written, see the report")
+
+
+def check_batch_result(summaries: list[dict], strict: bool) -> None:
+    """The exit status of a batch, from its summary entries: resource limits (8) when every failure
+    was one, other failures (2), no kidney (3), then quality warnings with ``strict`` (7)."""
+    failed = [s for s in summaries if s["status"] == "failed"]
+    if failed and all(s.get("exit_code") == ResourceLimitError.exit_code for s in failed):
+        raise ResourceLimitError(f"{len(failed)} of {len(summaries)} scan(s) exceeded a resource limit (the others "
+                                 f"ran), e.g. {failed[0]['error']}")
+    if failed:
+        raise InputError(f"{len(failed)} of {len(summaries)} scan(s) failed (the others ran), e.g. {failed[0]['error']}")
+    done = [s for s in summaries if s["status"] == "done"]
+    if any(not s["kidney_found"] for s in done):
+        raise NoKidneyFound("no kidney found in: " + ", ".join(s["case"] for s in done if not s["kidney_found"]))
+    flagged = [s["case"] for s in done if s["warnings"]]
+    if strict and flagged:
+        raise QualityWarnings(f"--strict: quality warnings in {len(flagged)} case(s) ({', '.join(flagged[:5])}); "
+                              "outputs written, see each case's report")

@@ -29,3 +29,13 @@ def write_result_seg(result, series_folder: str | os.PathLike, path: str | os.Pa
                      algorithm: SegAlgorithm, overwrite: bool = False) -> Path:
     """Write a ``Result`` as a DICOM SEG file, atomically."""
     return write_seg(seg_of_result(result, series_folder, algorithm), path, overwrite)
+
+
+def seg_writer(series_folder: Path, package: ModelPackage):
+    """A ``write_labels(result, path, overwrite)`` writing the result as a DICOM SEG that references
+    the series in ``series_folder`` (needs the dicom extra)."""
+    from kitsrt.io.dicom_seg import require_highdicom
+
+    require_highdicom()
+    algorithm = seg_algorithm(package)
+    return lambda result, path, overwrite: write_result_seg(result, series_folder, path, algorithm, overwrite)
