@@ -232,13 +232,37 @@ def test_resampling_is_nnunets(shape, spacing, target):
 
     from kitsrt.runtime import nnunet_ops as ops
 
-    data = np.random.default_rng(1).normal(size=(2, *shape)).astype(np.float32)
     new = ops.new_shape(shape, spacing, target)
     assert list(new) == list(compute_new_shape(shape, spacing, target))
-    for order in (3, 1):
-        expected = resample_data_or_seg_to_shape(data, new, spacing, target, is_seg=False, order=order, order_z=0,
-                                                 force_separate_z=None)
-        assert np.array_equal(ops.resample(data, new, spacing, target, order, 0, None), expected)
+    for dtype in (np.float32, np.float16):  # the scan (float32), the blended logits (float16)
+        data = np.random.default_rng(1).normal(size=(2, *shape)).astype(dtype)
+        for order in (3, 1):
+            expected = resample_data_or_seg_to_shape(data, new, spacing, target, is_seg=False, order=order,
+                                                     order_z=0, force_separate_z=None)
+            got = ops.resample(data, new, spacing, target, order, 0, None)
+            assert got.dtype == expected.dtype == dtype
+            assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("mode", ["regions", "softmax"])
+def test_labels_in_slabs_equal_labels_at_once(mode):
+    from kitsrt.runtime.kinds.sliding_window import to_labels
+    from kitsrt.runtime.sliding_window_spec import Outputs
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(3, 13, 9, 7)).astype(np.float16)
+    outputs = Outputs(mode=mode, channels=3, regions_class_order=(1, 2, 3) if mode == "regions" else (),
+                      label_map={"0": 0, "1": 1, "2": 2, "3": 2})
+    if mode == "softmax":
+        expected = logits.argmax(0)
+    else:  # regions painted in order: a later region overwrites an earlier one
+        expected = np.zeros(logits.shape[1:], np.uint8)
+        for channel, value in enumerate((1, 2, 3)):
+            expected[logits[channel].astype(np.float32) > 0] = value
+    assert len(np.unique(expected)) == (4 if mode == "regions" else 3)  # every label occurs
+    for slab_voxels in (1, 63, 64, 10**6):  # one row of 9 x 7 per slab, a row and a bit, all at once
+        got = to_labels(logits, outputs, slab_voxels=slab_voxels)
+        assert got.dtype == np.uint8 and np.array_equal(got, expected)
 
 
 def test_tiling_and_gaussian_are_nnunets():

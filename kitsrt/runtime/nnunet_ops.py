@@ -79,10 +79,12 @@ def separate_z_axis(current_spacing_mm, new_spacing_mm, force_separate_z: bool |
 
 
 def skimage_resize(image: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
-    """``skimage.transform.resize(image, shape, order, mode='edge', anti_aliasing=False)`` on float64
-    data: ``ndimage.zoom`` with ``grid_mode=True``, then clipped to the input's range."""
+    """``skimage.transform.resize(image.astype(float64), shape, order, mode='edge', anti_aliasing=False)``:
+    ``ndimage.zoom`` with ``grid_mode=True`` into float64, then clipped to the input's range.
+    ``image`` is float32 or float64; ``zoom`` computes in float64 either way (its spline prefilter
+    writes float64), so a float32 image needs no float64 copy of its own."""
     zoom = [n / s for n, s in zip(shape, image.shape)]
-    out = _ndimage().zoom(image, zoom, order=order, mode="nearest", grid_mode=True)
+    out = _ndimage().zoom(image, zoom, output=np.float64, order=order, mode="nearest", grid_mode=True)
     if order > 0:
         np.clip(out, image.min(), image.max(), out=out)
     return out
@@ -115,7 +117,9 @@ def resample(data: np.ndarray, shape: tuple[int, ...], current_spacing_mm, new_s
     axis = separate_z_axis(current_spacing_mm, new_spacing_mm, force_separate_z)
     out = np.zeros((data.shape[0], *shape), dtype=data.dtype)
     for c in range(data.shape[0]):
-        channel = data[c].astype(np.float64)
+        # nnU-Net casts to float64 first; the float32 values are the same, and a full scan's float64
+        # copy (2 GB at 259 M voxels) is saved. float16 (logits) has no ndimage kernel: cast.
+        channel = data[c] if data.dtype in (np.float32, np.float64) else data[c].astype(np.float64)
         if axis is None:
             out[c] = skimage_resize(channel, shape, order)
             continue

@@ -100,14 +100,20 @@ def predict_tiles(volume: np.ndarray, spec: SlidingWindowSpec, predict) -> np.nd
     return logits[(slice(None), *unpad)]
 
 
-def to_labels(logits: np.ndarray, outputs: Outputs) -> np.ndarray:
-    """(C, ...) logits -> nnU-Net label values (uint8): argmax, or regions painted in order."""
-    if outputs.mode == "softmax":
-        return logits.argmax(0).astype(np.uint8)
+def to_labels(logits: np.ndarray, outputs: Outputs, slab_voxels: int = 1 << 22) -> np.ndarray:
+    """(C, a0, a1, a2) logits -> nnU-Net label values (uint8, (a0, a1, a2)): argmax, or regions
+    painted in order. Done in slabs along a0 of about ``slab_voxels`` voxels, so the float32 and
+    int64 temporaries stay small on a full-size scan (every step is per voxel: same result)."""
     labels = np.zeros(logits.shape[1:], np.uint8)
-    for channel, value in enumerate(outputs.regions_class_order):
-        probability = 1.0 / (1.0 + np.exp(-logits[channel].astype(np.float32)))
-        labels[probability > 0.5] = value
+    rows = max(1, slab_voxels // max(1, int(np.prod(logits.shape[2:]))))
+    for start in range(0, logits.shape[1], rows):
+        slab = logits[:, start:start + rows]
+        if outputs.mode == "softmax":
+            labels[start:start + rows] = slab.argmax(0)
+            continue
+        for channel, value in enumerate(outputs.regions_class_order):
+            probability = 1.0 / (1.0 + np.exp(-slab[channel].astype(np.float32)))
+            labels[start:start + rows][probability > 0.5] = value
     return labels
 
 
