@@ -138,6 +138,7 @@ def test_infer_dicom_seg_equals_nrrd_output(tmp_path):
     headers = next(iter(read_series_headers(series).values()))
     assert {h.Modality for h in headers} == {"CT"} and headers[0].PatientID == ""
     assert float(headers[0].RescaleIntercept) == -1024
+    assert all(h.ContrastBolusAgent for h in headers)  # an enhanced phantom says so: no missing-agent warning
     for fmt, name in (("dicom-seg", "seg.dcm"), ("image", "seg.nrrd")):
         result = runner.invoke(app, ["infer", str(series), "--format", fmt, "-o", str(tmp_path / name), "--quiet"])
         assert result.exit_code == 0, result.output

@@ -43,11 +43,13 @@ def _ds_numbers(values) -> list:
     return [format_number_as_ds(float(v)) for v in values]
 
 
-def ct_series_datasets(scan: Scan, patient_name: str = "KITSRT^PHANTOM", series_description: str = "kitsrt phantom"):
+def ct_series_datasets(scan: Scan, patient_name: str = "KITSRT^PHANTOM", series_description: str = "kitsrt phantom",
+                       contrast_agent: str = ""):
     """One CT Image Storage dataset per slice k of ``scan`` (values in HU), with fresh UIDs.
 
     Pixel data is uint16 (HU + 1024, clipped) with RescaleIntercept -1024. The only patient attribute
-    filled in is ``patient_name`` (a phantom name); IDs, birth date and sex stay empty.
+    filled in is ``patient_name`` (a phantom name); IDs, birth date and sex stay empty. A non-empty
+    ``contrast_agent`` is recorded as Contrast/Bolus Agent (0018,0010).
     """
     require_pydicom()
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -88,13 +90,15 @@ def ct_series_datasets(scan: Scan, patient_name: str = "KITSRT^PHANTOM", series_
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = str(-CT_STORED_OFFSET_HU), "1", "HU"
         ds.WindowCenter, ds.WindowWidth = "40", "400"
+        if contrast_agent:
+            ds.ContrastBolusAgent = contrast_agent
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
         datasets.append(ds)
     return datasets
 
 
 def write_ct_series(scan: Scan, folder: str | os.PathLike, overwrite: bool = False,
-                    patient_name: str = "KITSRT^PHANTOM") -> Path:
+                    patient_name: str = "KITSRT^PHANTOM", contrast_agent: str = "") -> Path:
     """Write ``scan`` (HU) as a DICOM CT series, one ``slice_NNNN.dcm`` per slice k, into ``folder``.
 
     The folder is filled under a temporary name and renamed, so it appears whole or not at all.
@@ -106,7 +110,7 @@ def write_ct_series(scan: Scan, folder: str | os.PathLike, overwrite: bool = Fal
         raise InputError(f"{folder.parent}: output folder does not exist")
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder; a DICOM series is written as a folder")
-    datasets = ct_series_datasets(scan, patient_name)
+    datasets = ct_series_datasets(scan, patient_name, contrast_agent=contrast_agent)
     with temporary_sibling(folder) as tmp:
         tmp.mkdir()
         for ds in datasets:

@@ -11,6 +11,7 @@ from kitsrt.io.outputs import check_outputs_apart
 from kitsrt.phantom.ct import procedural_label_map, synthesize_ct
 
 OUTPUT_FORMATS = ("image", "dicom")
+PHANTOM_CONTRAST_AGENT = "IODINATED (synthetic phantom)"  # the default phantom is contrast-enhanced
 
 
 def check_dicom_folder_output(folder: Path, overwrite: bool) -> None:
@@ -65,7 +66,8 @@ def make_phantom(labels: Scan | None, output: Path, output_format: str, seed: in
     if output_format == "dicom":
         from kitsrt.io.dicom_series import write_ct_series
 
-        write_ct_series(ct, output, overwrite, patient_name=f"KITSRT^PHANTOM {seed}")
+        write_ct_series(ct, output, overwrite, patient_name=f"KITSRT^PHANTOM {seed}",
+                        contrast_agent=PHANTOM_CONTRAST_AGENT)
     else:
         write_image(ct.image, output, overwrite)
     if label_out is not None:
