@@ -41,12 +41,13 @@ def calibration_set(tmp_path_factory, package):
 
 def test_calibration_set_has_a_manifest_and_runtime_shaped_inputs(calibration_set):
     manifest = load_manifest(calibration_set)
-    assert manifest["stages"]["coarse"]["spacing_mm"] == [6.0] * 3 and manifest["stages"]["fine"]["spacing_mm"] == [1.0] * 3
+    assert manifest["kind"] == "cascade" and set(manifest["networks"]) == {"coarse", "fine"}
+    assert manifest["networks"]["coarse"]["spacing_mm"] == [6.0] * 3 and manifest["networks"]["fine"]["spacing_mm"] == [1.0] * 3
     splits = [e["split"] for e in manifest["sources"]]
     assert splits.count("holdout") == 2 and splits.count("calibration") == 2
     fine = stage_arrays(calibration_set, manifest, "fine", "calibration")
     assert fine and all(a.dtype == np.float32 and a.min() >= -1 and a.max() <= 1 for a in fine)
-    assert all(n % manifest["stages"]["fine"]["divisibility"] == 0 for a in fine for n in a.shape)
+    assert all(n % manifest["networks"]["fine"]["divisibility"] == 0 for a in fine for n in a.shape)
 
 
 def test_int8_variant_is_tensorrt_style_qdq_and_gated(calibration_set, package):

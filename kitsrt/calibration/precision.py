@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "Add"]
-HISTOGRAM_PATCHES = 48  # entropy/percentile keep every activation histogram in memory: cap the patches
+HISTOGRAM_PATCHES = 48  # entropy/percentile keep every activation in memory: at most this many 64^3 patches' voxels
 
 
 CALIBRATION_PATCH = (64, 64, 64)
@@ -69,10 +69,12 @@ def quantizable_nodes(model: onnx.ModelProto, op_types: list[str] | None = None)
 
 def quantize_int8(fp32: Path, out: Path, arrays: list[np.ndarray], method: str = "minmax",
                   input_name: str = "image", op_types: list[str] | None = None,
-                  nodes: list[str] | None = None, ranges_cache: Path | None = None) -> None:
+                  nodes: list[str] | None = None, ranges_cache: Path | None = None,
+                  patch: tuple[int, int, int] = CALIBRATION_PATCH, pad_value: float = -1.0) -> None:
     """Write a Q/DQ model quantizing ``nodes`` (default: every quantizable node).
 
-    Activation ranges are computed from ``arrays`` once and kept in ``ranges_cache`` when given, so
+    Activation ranges are computed from ``arrays`` (tiled into ``patch``-shaped pieces, padded with
+    ``pad_value``, the network-input value of air) once and kept in ``ranges_cache`` when given, so
     trying many node subsets (see :mod:`kitsrt.calibration.sensitivity`) calibrates only once.
     """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -82,9 +84,10 @@ def quantize_int8(fp32: Path, out: Path, arrays: list[np.ndarray], method: str =
         raise ValueError("quantize_int8: no node to quantize")
     reader = None
     if ranges_cache is None or not ranges_cache.exists():
-        patches = fixed_patches(arrays)
-        if method != "minmax" and len(patches) > HISTOGRAM_PATCHES:
-            keep = np.random.default_rng(0).choice(len(patches), HISTOGRAM_PATCHES, replace=False)
+        patches = fixed_patches(arrays, tuple(patch), pad_value)
+        most = max(1, HISTOGRAM_PATCHES * int(np.prod(CALIBRATION_PATCH)) // int(np.prod(patch)))
+        if method != "minmax" and len(patches) > most:
+            keep = np.random.default_rng(0).choice(len(patches), most, replace=False)
             patches = [patches[i] for i in sorted(keep)]
         reader = type("CalibrationReader", (_Reader, CalibrationDataReader), {})(input_name, patches)
     calibration = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

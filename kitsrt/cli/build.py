@@ -18,8 +18,9 @@ def build(
     precision: str = typer.Option("fp32", help="Which ONNX variant to compile: fp32, fp16 or int8 (precision lives in the file)."),
     workspace_gb: float = typer.Option(2.0, min=0.0, max=1024.0, help="Builder workspace limit in GiB."),
 ):
-    """Compile TensorRT engines (<stage>[.<precision>].plan + sidecar) for both networks, with
-    optimisation profiles from the pipeline spec and a timing cache. Needs TensorRT and a GPU.
+    """Compile TensorRT engines (<role>[.<precision>].plan + sidecar) for every network of a package
+    (any kind), with an optimisation profile per role from the shapes its kind feeds it and a timing
+    cache. Needs TensorRT and a GPU (exit 6 without).
 
     Example: kitsrt build --precision int8
     """

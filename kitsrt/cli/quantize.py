@@ -23,17 +23,19 @@ def quantize(
     force: bool = typer.Option(False, help="Keep the variant even when the gate fails (recorded in its card)."),
     ops: str = typer.Option("Conv,ConvTranspose,Add", help="INT8: op types to quantize (TensorRT fuses these)."),
     target_agreement: float = typer.Option(
-        0.99, help="INT8: keep the most sensitive layers in float until each stage's labels on calibration "
+        0.99, help="INT8: keep the most sensitive layers in float until each network's labels on calibration "
                    "inputs agree with FP32 at least this much (worst class Dice); 0 quantizes every layer."),
     probe_inputs: int = typer.Option(4, min=1, max=1000, help="INT8: calibration inputs the sensitivity search measures on."),
     threads: int = typer.Option(0, min=0, max=256, help="onnxruntime threads."),
 ):
-    """Make FP16 or INT8 Q/DQ variants of both networks and gate them on the held-out split (bf16:
-    gate OpenVINO's BF16 inference of the FP32 files and record it in <stage>.bf16.json).
+    """Make FP16 or INT8 Q/DQ variants of every network of a package (any kind, by role) and gate
+    them on the held-out split (bf16: gate OpenVINO's BF16 inference of the FP32 files and record it
+    in <role>.bf16.json).
 
-    Writes <stage>.<precision>.onnx and its card (with a `gate` object) into the package; exit 5 and
-    no file when the composite Dice drops by more than --max-dice-drop. INT8 runs a per-layer
-    sensitivity search first (minutes): layers that cost most accuracy stay in float.
+    Writes <role>.<precision>.onnx and its card (with a `gate` object) into the package; exit 5 and
+    no file when the composite Dice drops by more than --max-dice-drop; exit 4 for a calibration set
+    made for another package or kind. INT8 runs a per-layer sensitivity search first (minutes):
+    layers that cost most accuracy stay in float.
 
     Example: kitsrt quantize --calibration calib/ --precision int8 --method entropy
     """
@@ -60,5 +62,5 @@ def quantize(
     say(f"{precision} gate on {gate['heldout_cases']} held-out cases: composite Dice delta "
               f"{gate['composite_dice_delta']:+.4f}, argmax agreement {gate['argmax_agreement']:.4f}, "
               f"{'passed' if gate['passed'] else 'FAILED (kept: --force)'}")
-    for stage, nodes in (gate.get("float_nodes") or {}).items():
-        say(f"{stage}: {len(nodes)} sensitive layer(s) kept in float")
+    for role, nodes in (gate.get("float_nodes") or {}).items():
+        say(f"{role}: {len(nodes)} sensitive layer(s) kept in float")

@@ -14,11 +14,11 @@ import numpy as np
 from kitsrt.engines.base import Backend
 from kitsrt.io import Geometry, Scan
 from kitsrt.runtime.inference import infer_volume, softmax
-from kitsrt.runtime.kinds.base import KindResult
+from kitsrt.runtime.kinds.base import KindResult, Role, network_role
 from kitsrt.runtime.pipeline import CascadeSpec
 from kitsrt.runtime.postprocess import apply_rules, components_by_size
 from kitsrt.runtime.preprocess import Box, scan_box
-from kitsrt.runtime.regions import region_hu, stage_input
+from kitsrt.runtime.regions import air_value, region_hu, stage_input
 from kitsrt.runtime.report import voi_entry
 from kitsrt.runtime.restore import probabilities_to_scan
 from kitsrt.runtime.timing import Timings
@@ -143,3 +143,18 @@ def run(scan: Scan, spec: CascadeSpec, backends: dict[str, Backend], timings: Ti
         labels = paste(vois, scan.geometry)
     regions = [voi_entry(voi, scan, coarse.body_mid_x_mm) for voi in vois]
     return KindResult(labels, regions, {"boxes": tuple(v.box for v in vois)})
+
+
+def roles(spec: CascadeSpec) -> dict[str, Role]:
+    """``coarse`` and ``fine``, each fed batch 1 over its ``min_shape``..``max_shape``, argmax labels."""
+    return {name: network_role(name, net, spec.labels, air_value(net)) for name, net in spec.networks().items()}
+
+
+def network_inputs(scan: Scan, spec: CascadeSpec, backends: dict[str, Backend],
+                   tiles_per_case: int | None = None) -> dict[str, list[np.ndarray]]:
+    """The inputs ``run`` feeds each network for ``scan``: the whole scan on the coarse grid, and
+    every VOI as the fine network finally ran it (after growth), both cut by ``stage_input``. Runs the
+    cascade once (FP32 ``backends``) to place and grow the VOIs. (z, y, x) float32 each."""
+    boxes = run(scan, spec, backends, Timings()).extra["boxes"]
+    coarse, _ = stage_input(scan, scan_box(scan.geometry), spec.coarse)
+    return {"coarse": [coarse], "fine": [stage_input(scan, box, spec.fine)[0] for box in boxes]}

@@ -14,11 +14,11 @@ import numpy as np
 from kitsrt.engines.base import Backend
 from kitsrt.io import Scan
 from kitsrt.runtime.inference import infer_volume
-from kitsrt.runtime.kinds.base import KindResult
+from kitsrt.runtime.kinds.base import KindResult, Role, network_role
 from kitsrt.runtime.pipeline import NestedSpec
 from kitsrt.runtime.postprocess import KIDNEY, TUMOR, apply_rules
 from kitsrt.runtime.preprocess import scan_box
-from kitsrt.runtime.regions import crop_grid, mask_volume, region_hu
+from kitsrt.runtime.regions import RegionPlan, air_value, crop_grid, mask_volume, region_hu
 from kitsrt.runtime.report import body_midline_x_mm, voi_entry
 from kitsrt.runtime.restore import labels_to_scan
 from kitsrt.runtime.timing import Timings
@@ -43,23 +43,60 @@ def kidney_regions(labels: np.ndarray, scan: Scan, body_mid_x: float) -> tuple[l
     return entries, tuple(c.box for c in found)
 
 
+def prepared_inputs(scan: Scan, spec: NestedSpec) -> tuple[np.ndarray, np.ndarray, RegionPlan]:
+    """The whole scan on the kidney network's grid, centre cropped / padded to ``crop_shape``, as
+    each network's (z, y, x) float32 input (the tumor one not yet masked), and the plan."""
+    hu, plan = region_hu(scan, scan_box(scan.geometry), spec.kidney, spec.crop_shape)
+    return spec.kidney.normalization.apply(hu), spec.tumor.normalization.apply(hu), plan
+
+
+def kidney_labels(kidney_input: np.ndarray, spec: NestedSpec, backend: Backend, plan: RegionPlan,
+                  timings: Timings) -> np.ndarray:
+    """The kidney network's foreground, cleaned by the pipeline's rules: (z, y, x) uint8 on the
+    crop grid (KIDNEY or 0)."""
+    with timings.timer("kidney_net"):
+        kidney = foreground(infer_volume(kidney_input, spec.kidney, backend))
+    with timings.timer("postprocess"):
+        voxel_ml = float(np.prod(plan.grid.spacing_mm)) / 1000.0
+        return apply_rules(kidney.astype(np.uint8) * KIDNEY, spec.postprocess, voxel_ml, plan.grid.spacing_mm)
+
+
+def tumor_input(unmasked: np.ndarray, labels: np.ndarray, spec: NestedSpec) -> np.ndarray:
+    """Seed 004's kidney-masked volume: the tumor network's input, air outside the kidney."""
+    return mask_volume(unmasked, labels > 0, spec.tumor)
+
+
 def run(scan: Scan, spec: NestedSpec, backends: dict[str, Backend], timings: Timings) -> KindResult:
     """Seed 004 on one scan -> labels on the scan's exact grid."""
     with timings.timer("preprocess"):
-        hu, plan = region_hu(scan, scan_box(scan.geometry), spec.kidney, spec.crop_shape)
-        kidney_input = spec.kidney.normalization.apply(hu)
-        tumor_input = spec.tumor.normalization.apply(hu)
-        del hu
-    with timings.timer("kidney_net"):
-        kidney = foreground(infer_volume(kidney_input, spec.kidney, backends["kidney"]))
-    with timings.timer("postprocess"):
-        voxel_ml = float(np.prod(plan.grid.spacing_mm)) / 1000.0
-        labels = apply_rules(kidney.astype(np.uint8) * KIDNEY, spec.postprocess, voxel_ml, plan.grid.spacing_mm)
+        kidney_in, tumor_in, plan = prepared_inputs(scan, spec)
+    labels = kidney_labels(kidney_in, spec, backends["kidney"], plan, timings)
+    del kidney_in
     with timings.timer("tumor_net"):
         inside = labels > 0
-        tumor = foreground(infer_volume(mask_volume(tumor_input, inside, spec.tumor), spec.tumor, backends["tumor"]))
+        tumor = foreground(infer_volume(tumor_input(tumor_in, labels, spec), spec.tumor, backends["tumor"]))
     with timings.timer("postprocess"):
         labels[inside & tumor] = TUMOR  # tumor masked by kidney
         full = labels_to_scan(labels, plan)
         regions, boxes = kidney_regions(full, scan, body_midline_x_mm(scan))
     return KindResult(full, regions, {"boxes": boxes})
+
+
+def foreground_labels(outputs: np.ndarray) -> np.ndarray:
+    """(C, z, y, x) outputs -> (z, y, x) uint8: 1 where ``foreground``."""
+    return foreground(outputs).astype(np.uint8)
+
+
+def roles(spec: NestedSpec) -> dict[str, Role]:
+    """``kidney`` and ``tumor``, each fed batch 1 of ``crop_shape``; labels are their foreground."""
+    return {name: network_role(name, net, spec.labels, air_value(net), foreground_labels, (1,))
+            for name, net in spec.networks().items()}
+
+
+def network_inputs(scan: Scan, spec: NestedSpec, backends: dict[str, Backend],
+                   tiles_per_case: int | None = None) -> dict[str, list[np.ndarray]]:
+    """The inputs ``run`` feeds each network for ``scan``: the cropped whole scan for ``kidney``,
+    and for ``tumor`` the kidney-masked volume, masked by the kidney the (FP32) kidney backend finds."""
+    kidney_in, tumor_in, plan = prepared_inputs(scan, spec)
+    labels = kidney_labels(kidney_in, spec, backends["kidney"], plan, Timings())
+    return {"kidney": [kidney_in], "tumor": [tumor_input(tumor_in, labels, spec)]}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from kitsrt.runtime import nnunet_ops as ops
-from kitsrt.runtime.kinds.base import KindResult
+from kitsrt.runtime.kinds.base import KindResult, Role, ShapeRange
 from kitsrt.runtime.report import sided_regions
 from kitsrt.runtime.sliding_window_spec import (
     CtNormalization,
@@ -74,6 +74,13 @@ def preprocess(array_kji: np.ndarray, spacing_kji_mm: TripleMm, spec: SlidingWin
     return data, record
 
 
+def tile_regions(shape: tuple[int, ...], spec: SlidingWindowSpec) -> list[tuple[slice, slice, slice]]:
+    """The patches nnU-Net's sliding window cuts from a padded (a0, a1, a2) volume, in its order."""
+    starts = ops.sliding_window_steps(shape, spec.patch_size, spec.tile_step)
+    return [tuple(slice(int(s), int(s) + p) for s, p in zip(corner, spec.patch_size))
+            for corner in np.array(np.meshgrid(*starts, indexing="ij")).reshape(3, -1).T]
+
+
 def predict_tiles(volume: np.ndarray, spec: SlidingWindowSpec, predict) -> np.ndarray:
     """Gaussian-weighted sliding window over (1, a0, a1, a2). ``predict`` maps a batch (N, 1, *patch)
     to logits (N, C, *patch). Returns (C, a0, a1, a2) float32 logits."""
@@ -83,9 +90,7 @@ def predict_tiles(volume: np.ndarray, spec: SlidingWindowSpec, predict) -> np.nd
     flips = ops.mirror_combinations(spec.mirror_axes) if spec.use_mirroring else []
     logits = np.zeros((spec.outputs.channels, *padded.shape[1:]), dtype)
     norm = np.zeros(padded.shape[1:], dtype)
-    starts = ops.sliding_window_steps(padded.shape[1:], spec.patch_size, spec.tile_step)
-    for corner in np.array(np.meshgrid(*starts, indexing="ij")).reshape(3, -1).T:
-        region = tuple(slice(int(s), int(s) + p) for s, p in zip(corner, spec.patch_size))
+    for region in tile_regions(padded.shape[1:], spec):
         tile = padded[(slice(None), *region)][None]
         batch = np.concatenate([tile] + [np.flip(tile, [a + 2 for a in axes]) for axes in flips])
         out = predict(np.ascontiguousarray(batch, dtype=np.float32))
@@ -167,3 +172,35 @@ def run(scan, spec: SlidingWindowSpec, backends: dict, timings):
     labels = segment_array(scan.array, scan.geometry.array_spacing_mm, spec, predictors, timings)
     return KindResult(labels=labels, regions=sided_regions(labels, scan),
                       extra={"folds": len(predictors), "mirroring": spec.use_mirroring})
+
+
+def batch_size(spec: SlidingWindowSpec) -> int:
+    """Tiles per network call: the tile and its mirrored copies (mirroring TTA), else 1."""
+    return 1 + (len(ops.mirror_combinations(spec.mirror_axes)) if spec.use_mirroring else 0)
+
+
+def roles(spec: SlidingWindowSpec) -> dict[str, Role]:
+    """One role per fold, each fed (batch_size, 1, *patch_size); padding is 0 (as nnU-Net pads the
+    normalised volume); labels are nnU-Net's (argmax, or regions painted in order)."""
+    batch, patch = batch_size(spec), tuple(spec.patch_size)
+    shapes = ShapeRange((1, 1, *patch), (batch, 1, *patch), (batch, 1, *patch))
+    outputs = spec.outputs
+    classes = (tuple(sorted(set(outputs.regions_class_order) - {0})) if outputs.mode == "regions"
+               else tuple(range(1, outputs.channels)))
+    return {name: Role(name, fold, shapes, 0.0, patch, lambda logits: to_labels(logits, outputs), classes)
+            for name, fold in spec.networks().items()}
+
+
+def network_inputs(scan, spec: SlidingWindowSpec, backends: dict, tiles_per_case: int | None = 8
+                   ) -> dict[str, list[np.ndarray]]:
+    """The patches ``run`` feeds every fold for ``scan`` (preprocessed and padded exactly as ``run``
+    does, unmirrored): ``tiles_per_case`` of them spread evenly over the window's order (all when
+    None). The same arrays for every fold. (z, y, x) float32 each, of ``patch_size``."""
+    volume, _ = preprocess(scan.array, scan.geometry.array_spacing_mm, spec)
+    padded, _ = ops.pad_to_patch(volume, spec.patch_size)
+    regions = tile_regions(padded.shape[1:], spec)
+    if tiles_per_case is not None and len(regions) > tiles_per_case:
+        picks = np.unique(np.linspace(0, len(regions) - 1, tiles_per_case).round().astype(int))
+        regions = [regions[i] for i in picks]
+    tiles = [np.ascontiguousarray(padded[(0, *region)], np.float32) for region in regions]
+    return {name: tiles for name in spec.networks()}
