@@ -240,3 +240,86 @@ def _in_threads(work, count: int) -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
+def test_close_waits_for_a_call_in_flight_and_then_refuses_new_ones(tiny, name):
+    """A ``close`` that comes while another thread is inside ``infer`` must not pull the model from under
+    it (that surfaced as a misleading "cannot run it" BackendUnavailable): the call finishes, then the
+    backend closes, and a later call says it is closed."""
+    from kitsrt.errors import KitsrtError
+
+    backend = create_backend(name, tiny, threads=1).load()
+    x = volume((16, 16, 8))
+    expected = backend.infer({"image": x})["logits"]
+    entered, go = threading.Event(), threading.Event()
+    real = backend._infer
+
+    def slow(feed):
+        entered.set()
+        go.wait(10)
+        return real(feed)
+
+    backend._infer = slow
+    outcome = {}
+
+    def call():
+        try:
+            outcome["logits"] = backend.infer({"image": x})["logits"]
+        except Exception as exc:  # recorded, asserted below
+            outcome["error"] = exc
+
+    caller, closer = threading.Thread(target=call), threading.Thread(target=backend.close)
+    caller.start()
+    assert entered.wait(10)
+    closer.start()
+    closer.join(0.3)
+    still_open = closer.is_alive()  # close is waiting for the call in flight
+    go.set()
+    caller.join(10)
+    closer.join(10)
+    assert "error" not in outcome, outcome.get("error")
+    np.testing.assert_array_equal(outcome["logits"], expected)
+    assert still_open and not closer.is_alive()
+    with pytest.raises(KitsrtError, match="closed"):
+        backend.infer({"image": x})
+
+
+@needs_openvino
+def test_a_static_compile_does_not_block_other_shapes(tiny, monkeypatch):
+    """While one shape compiles statically, calls of another shape run (the compile is outside the cache
+    lock), and a second caller of the compiling shape waits for that one compile instead of starting its own."""
+    from kitsrt.engines import openvino_backend
+
+    backend = create_backend("openvino", tiny, threads=1)
+    backend.static_after = 1
+    started, go = threading.Event(), threading.Event()
+    real = openvino_backend.compile_for_shape
+
+    def slow_compile(core, model, shape, config):
+        if shape[2] == 16:
+            started.set()
+            go.wait(20)
+        return real(core, model, shape, config)
+
+    monkeypatch.setattr(openvino_backend, "compile_for_shape", slow_compile)
+    with backend:
+        backend.static_after = 3  # the other shape stays on the dynamic model
+        results = {}
+        first = threading.Thread(target=lambda: results.setdefault("a", backend.infer({"image": volume((16, 8, 8))})))
+        backend._seen[(1, 1, 16, 8, 8)] = 2  # its next call compiles
+        first.start()
+        assert started.wait(10)
+        second = threading.Thread(target=lambda: results.setdefault("b", backend.infer({"image": volume((16, 8, 8))})))
+        second.start()
+        other = threading.Thread(target=lambda: results.setdefault("other", backend.infer({"image": volume((8, 8, 8))})))
+        other.start()
+        other.join(8)  # 8x8x8 runs while 16x8x8 compiles (the compile waits for ``go`` up to 20 s)
+        finished_during_compile = not other.is_alive()
+        go.set()
+        other.join(20)
+        assert finished_during_compile and results["other"]["logits"].shape == (1, 3, 8, 8, 8)
+        first.join(10)
+        second.join(10)
+        assert backend.compiles == 1 and set(results) == {"a", "b", "other"}
+        np.testing.assert_array_equal(results["a"]["logits"], results["b"]["logits"])

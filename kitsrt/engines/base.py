@@ -34,7 +34,10 @@ class Backend(ABC):
     def __init__(self, model_path: str):
         self.model_path = str(model_path)
         self._loaded = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # load and close
+        self._calls = threading.Condition()  # guards ``_running`` and ``_open``
+        self._running = 0  # ``infer`` calls in flight
+        self._open = False  # whether ``infer`` may start: loaded and not closing
 
     # -- life cycle -------------------------------------------------------------------------------
     def load(self) -> Backend:
@@ -42,11 +45,17 @@ class Backend(ABC):
             if not self._loaded:
                 self._load()
                 self._loaded = True
+                with self._calls:
+                    self._open = True
         return self
 
     def close(self) -> None:
+        """Stop new ``infer`` calls, wait for those in flight to finish, then free the backend."""
         with self._lock:
             if self._loaded:
+                with self._calls:
+                    self._open = False
+                    self._calls.wait_for(lambda: self._running == 0)
                 self._close()
                 self._loaded = False
 
@@ -58,8 +67,20 @@ class Backend(ABC):
 
     # -- inference --------------------------------------------------------------------------------
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not self._loaded:
-            raise KitsrtError(f"{self.name} backend for {self.model_path}: call load() before infer()")
+        """Run the network on ``feed`` (input name -> array); a ``close`` waits until this call returns."""
+        with self._calls:
+            if not self._open:
+                raise KitsrtError(f"{self.name} backend for {self.model_path}: not loaded (never loaded, or "
+                                  "closed); call load() before infer()")
+            self._running += 1
+        try:
+            return self._checked_infer(feed)
+        finally:
+            with self._calls:
+                self._running -= 1
+                self._calls.notify_all()
+
+    def _checked_infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         expected = {t.name: t for t in self.inputs()}
         if set(feed) != set(expected):
             raise KitsrtError(f"{self.model_path}: inputs {sorted(feed)} given, model takes {sorted(expected)}")

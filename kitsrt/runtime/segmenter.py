@@ -20,6 +20,7 @@ from kitsrt.errors import InputError, ResourceLimitError
 from kitsrt.io import Geometry, Scan, check_image, read_ct, write_label_map
 from kitsrt.engines.base import Backend
 from kitsrt.runtime.kinds import kind_of
+from kitsrt.runtime.memory import return_free_heap
 from kitsrt.runtime.package import ModelPackage, load_package, read_card
 from kitsrt.runtime.quality import header_warnings, package_warnings, scan_warnings, side_warnings
 from kitsrt.runtime.report import build_report
@@ -230,6 +231,7 @@ class Segmenter:
             if self.release_memory:
                 for backend in self.backends.values():
                     backend.release_memory()
+                return_free_heap()
         warnings = quality_warnings(outcome.regions, outcome.labels, scan, self.package, self.training,
                                     self.disclaimer)
         report = build_report(scan, outcome.regions, timings.as_dict(), self.backend_name, self.package,
