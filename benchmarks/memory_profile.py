@@ -1,12 +1,14 @@
-"""Peak RSS per stage of the cascade, for one or more source trees side by side (before / after a change).
+"""Peak RSS and seconds per stage of the cascade, for source trees side by side (before / after a change).
 
 Each (tree, backend, precision) runs in its own child process with ``PYTHONPATH=tree``: load the
 Segmenter, then ``--runs`` times read the scan, segment it and write the label map, as ``kitsrt bench``'s
 ``cascade_child`` does (the first run is the warm-up). Around every stage the child reads its peak
 resident set (``VmHWM`` in ``/proc/self/status``) and resets it (``echo 5 > /proc/self/clear_refs``),
 so each stage's peak is its own; the time between stages is measured the same way ("between"). The
-process's peak is the largest of them. Trees are interleaved run by run so that load on a shared
-machine hits them alike. Linux only.
+process's peak is the largest of them. Seconds per stage are those of the last run, with the bare
+decode of the file (``sitk.ReadImage``) timed in the same child, so that "outside the networks vs
+decode" (``kitsrt bench``'s ratio) compares figures taken moments apart. Trees are interleaved so
+that load on a shared machine hits them alike. Linux only.
 
     python benchmarks/memory_profile.py SCAN --tree before=/tmp/before --tree after=. \
         --config openvino/fp32 [--runs 2] [--out benchmarks/results/memory_profile.json]
@@ -59,7 +61,7 @@ def child(scan_path: str, backend: str, precision: str, threads: int, runs: int)
     timing.Timings.timer = measured
     load_peak = _hwm_bytes()
     segmenter = Segmenter.load(backend=backend, threads=threads, precision=precision)
-    seconds = []
+    seconds, stages = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(runs):
             peaks.clear()
@@ -71,11 +73,19 @@ def child(scan_path: str, backend: str, precision: str, threads: int, runs: int)
             with timings.timer("write"):
                 result.write(Path(tmp) / "seg.nii.gz", overwrite=True)
             seconds.append(time.perf_counter() - start)
+            stages = {**result.report["timings_s"], **timings.as_dict()}
             voxels = scan.image.GetNumberOfPixels()
             del scan, result
             peaks["between"] = max(peaks.get("between", 0), _hwm_bytes())
+    import SimpleITK as sitk
+
+    start = time.perf_counter()
+    sitk.ReadImage(scan_path)
+    decode_s = time.perf_counter() - start
+    outside_s = seconds[-1] - stages.get("coarse_net", 0.0) - stages.get("fine_net", 0.0)
     return {"stage_peak_bytes": peaks, "peak_bytes": max(max(peaks.values()), load_peak),
-            "seconds": seconds, "voxels": voxels, "backend": segmenter.backend_name}
+            "seconds": seconds, "stage_seconds": stages, "decode_s": decode_s, "outside_networks_s": outside_s,
+            "outside_networks_vs_decode": outside_s / decode_s, "voxels": voxels, "backend": segmenter.backend_name}
 
 
 def run_child(tree: str, scan: str, config: str, threads: int, runs: int) -> dict:
@@ -113,7 +123,10 @@ def main() -> None:
                 results[f"{name} {config}"].append(r)
                 budget = 2 * r["voxels"] + 2**30
                 print(f"{name:8s} {config:18s} peak {r['peak_bytes'] / 2**30:.3f} GiB (budget {budget / 2**30:.3f}); "
-                      + ", ".join(f"{s} {b / 2**30:.2f}" for s, b in r["stage_peak_bytes"].items()), flush=True)
+                      + ", ".join(f"{s} {b / 2**30:.2f}" for s, b in r["stage_peak_bytes"].items())
+                      + f"\n{'':27s} outside networks {r['outside_networks_s']:.2f} s = "
+                      f"{r['outside_networks_vs_decode']:.2f}x decode ({r['decode_s']:.2f} s); "
+                      + ", ".join(f"{s} {v:.2f}" for s, v in r["stage_seconds"].items()), flush=True)
     report = {"machine": describe_machine(), "scan": args.scan, "threads": args.threads, "runs": args.runs,
               "trees": {name: subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True,
                                              text=True).stdout.strip() or tree for name, tree in trees.items()},

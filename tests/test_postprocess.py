@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from kitsrt.runtime.pipeline import DropUnlessTouching
 from kitsrt.runtime.postprocess import apply_rules
@@ -19,3 +20,53 @@ def test_keeps_touching_lesions_and_drops_the_others():
     assert (out[12:14, 12:14, 12:14] == 2).all() and (out[6:8, 6:8, 12:15] == 2).all()
     assert not out[4:6, 14:16, 4:6].any() and not out[20:23, 20:23, 20:23].any()
     assert ((out == 1) == (labels == 1)).all()
+
+
+def _nearby_tumor_on_the_whole_crop(labels, rule, spacing_mm):
+    """kidney-and-nearby-tumor with its distance map over the whole crop (the rule's first version)."""
+    import SimpleITK as sitk
+
+    from kitsrt.runtime.postprocess import components_by_size
+
+    labels = labels.copy()
+    union = (labels == 1) | (labels == 2)
+    components = components_by_size(union)
+    with_kidney = np.unique(components[labels == 1])
+    kidney = (components == with_kidney.min()) & (labels == 1)
+    image = sitk.GetImageFromArray(kidney.astype(np.uint8))
+    image.SetSpacing(spacing_mm)
+    distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False,
+                                                                   squaredDistance=False, useImageSpacing=True))
+    keep = components == with_kidney.min()
+    tumors = components_by_size(labels == 2)
+    near = np.unique(tumors[(tumors > 0) & (distance <= rule.margin_mm + 1e-6)])
+    keep |= np.isin(tumors, near[near > 0])
+    labels[union & ~keep] = 0
+    sizes = np.bincount(tumors.ravel())
+    touching = float(np.linalg.norm(spacing_mm)) + 1e-6
+    for speck in near[(near > 0) & (sizes[near] * np.prod(spacing_mm) / 1000 < rule.min_tumor_ml)]:
+        inside = tumors == speck
+        labels[inside] = 1 if distance[inside].min() <= touching else 0
+    return labels
+
+
+@pytest.mark.parametrize("margin_mm", [0.0, 3.0, 9.0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nearby_tumor_distances_on_the_tumors_box_decide_as_on_the_whole_crop(margin_mm, seed):
+    """The rule measures distances only around the tumors (plus its reach): the same labels as with a
+    distance map over the whole crop, for margins below, near and above a voxel's size."""
+    from kitsrt.runtime.pipeline import KidneyAndNearbyTumor
+
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((30, 40, 50), np.uint8)
+    labels[8:22, 10:30, 12:36] = 1  # kidney
+    for _ in range(12):  # tumor blobs and specks, some touching, some a few mm off, some far away
+        k, j, i = rng.integers(0, (29, 39, 49))
+        size = rng.integers(1, 4, 3)
+        labels[k:k + size[0], j:j + size[1], i:i + size[2]] = 2
+    spacing = (0.8, 0.8, 2.0)  # ITK order (i, j, k)
+    rule = KidneyAndNearbyTumor(margin_mm=margin_mm, min_tumor_ml=0.02)
+    want = _nearby_tumor_on_the_whole_crop(labels, rule, spacing)
+    got = apply_rules(labels, (rule,), float(np.prod(spacing)) / 1000, spacing)
+    assert (want != labels).any()  # the rule did something to check
+    np.testing.assert_array_equal(got, want)

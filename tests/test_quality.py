@@ -107,3 +107,37 @@ def test_dicom_header_without_contrast_agent_is_flagged_for_an_enhanced_model():
     enhanced = DicomInfo("1.2", "1.2.3", ("1.2.3.1",), "CT", "IOPAMIDOL", "the only series in the folder")
     assert header_warnings(enhanced, TRAINING) == [] and header_warnings(None, TRAINING) == []
     assert header_warnings(info, {"contrast_enhanced": False}) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_diameter_from_row_ends_is_that_of_every_voxel(seed):
+    """The report measures a mask's diameter on the two end voxels of each row only: on random blobs
+    (oblique grid, anisotropic voxels) that is exactly the largest distance between any two voxels."""
+    from kitsrt.runtime.measure import _row_end_points_mm
+
+    rng = np.random.default_rng(seed)
+    k, j, i = np.meshgrid(*[np.arange(n) for n in (12, 16, 20)], indexing="ij")
+    mask = np.zeros((12, 16, 20), bool)
+    for _ in range(3):
+        centre, radii = rng.uniform((3, 4, 5), (9, 12, 15)), rng.uniform(2, 6, 3)
+        mask |= ((k - centre[0]) / radii[0]) ** 2 + ((j - centre[1]) / radii[1]) ** 2 + ((i - centre[2]) / radii[2]) ** 2 <= 1
+    angle = 0.3
+    direction = (np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0, 0, 0, 1)
+    geometry = Geometry((20, 16, 12), (0.8, 1.1, 2.5), (5.0, -3.0, 40.0), direction)
+    kk, jj, ii = np.nonzero(mask)
+    every = geometry.index_to_physical(np.stack([ii, jj, kk], axis=1).astype(float))
+    brute = max(np.linalg.norm(every[n] - every, axis=1).max() for n in range(len(every)))
+    ends = _row_end_points_mm(mask, geometry)
+    assert len(ends) < len(every) / 2
+    assert longest_diameter_mm(ends) == pytest.approx(brute, rel=1e-12)
+
+
+def test_diameter_heuristic_keeps_the_same_points_in_chunks():
+    """Projecting a few points at a time picks the same extreme points as all at once (first on ties)."""
+    from kitsrt.runtime.measure import _extreme_points, _fibonacci_directions
+
+    points = np.round(np.random.default_rng(3).normal(size=(5000, 3)) * (30, 10, 5))  # rounded: many ties
+    directions = _fibonacci_directions(64)
+    projections = points @ directions.T
+    whole = np.unique(np.concatenate([projections.argmin(axis=0), projections.argmax(axis=0)]))
+    np.testing.assert_array_equal(_extreme_points(points, directions, chunk=333), whole)

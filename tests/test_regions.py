@@ -67,3 +67,34 @@ def test_fine_region_plan_covers_the_box_on_the_original_grid(small_case):
     assert volume.shape == plan.grid.array_shape and all(n % 8 == 0 for n in volume.shape)
     assert plan.target.spacing_mm == ct.geometry.spacing_mm
     assert plan.target.array_shape == tuple(s.stop - s.start for s in plan.slices)
+
+
+def test_labels_of_is_argmax_with_ties_to_the_first_channel():
+    from kitsrt.runtime.restore import labels_of
+
+    scores = np.random.default_rng(0).integers(0, 3, (3, 6, 7, 8)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(labels_of(scores), scores.argmax(axis=0).astype(np.uint8))
+    assert labels_of(scores).dtype == np.uint8
+
+
+def test_the_sliding_window_pads_with_the_one_air_value_of_regions(monkeypatch):
+    """Padding a tiled input and padding a cropped region use one definition of normalised air
+    (``regions.air_value``, imported by ``inference``), not two copies of the formula."""
+    from kitsrt.runtime import inference, regions
+    from kitsrt.runtime.package import load_package
+
+    fine = load_package().spec.fine
+    network = fine.model_copy(update={"tiling": fine.tiling.model_copy(update={"max_voxels": 64,
+                                                                                "patch_size": (16, 16, 16)})})
+    assert inference.air_value is regions.air_value
+    monkeypatch.setattr(inference, "air_value", lambda spec: -7.5)
+    tiles = []
+
+    class Recorder:
+        def infer(self, feed):
+            (tile,) = feed.values()
+            tiles.append(tile.copy())
+            return {network.output_name: np.zeros((1, 3, *tile.shape[2:]), np.float32)}
+
+    inference.infer_volume(np.zeros((8, 8, 8), np.float32), network, Recorder())
+    assert tiles and float(tiles[0].min()) == -7.5  # the region beyond the 8^3 input is padding

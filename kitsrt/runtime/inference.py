@@ -11,7 +11,8 @@ import numpy as np
 
 from kitsrt.engines.base import Backend
 from kitsrt.runtime.pipeline import NetworkSpec
-from kitsrt.runtime.preprocess import AIR_HU, network_input
+from kitsrt.runtime.preprocess import network_input
+from kitsrt.runtime.regions import air_value
 from kitsrt.runtime.sliding_window import sliding_window
 
 
@@ -41,7 +42,6 @@ def infer_volume(volume: np.ndarray, network: NetworkSpec, backend: Backend) -> 
     if fits_whole(volume.shape, network):
         return run_network(backend, network, volume)
     tiling = network.tiling
-    pad = float(network.normalization.apply(np.array([AIR_HU], np.float32))[0])
     return sliding_window(volume, tiling.patch_size, tiling.overlap, tiling.sigma_scale,
                           lambda tile: backend.infer({network.input_name: tile})[network.output_name],
-                          pad_value=pad)
+                          pad_value=air_value(network))

@@ -24,34 +24,56 @@ def _fibonacci_directions(count: int) -> np.ndarray:
     return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
 
 
-def longest_diameter_mm(points_mm: np.ndarray, directions: int = 512) -> float:
+def longest_diameter_mm(points_mm: np.ndarray, directions: int = 512, chunk: int = 4096) -> float:
     """Largest distance between two of the points (N, 3), mm (the maximum Feret diameter).
 
     Exact pairwise for up to ``EXACT_DIAMETER_POINTS`` points; above that, the points extreme along
     ``directions`` evenly spread directions are kept first (the two ends of the true diameter are
     extreme along its own direction, so they are almost always among them), then compared pairwise.
+    The projections are taken ``chunk`` points at a time (memory: chunk x directions floats).
     """
     points = np.asarray(points_mm, dtype=np.float64)
     if len(points) < 2:
         return 0.0
     if len(points) > EXACT_DIAMETER_POINTS:
-        projections = points @ _fibonacci_directions(directions).T
-        keep = np.unique(np.concatenate([projections.argmin(axis=0), projections.argmax(axis=0)]))
-        points = points[keep]
+        points = points[_extreme_points(points, _fibonacci_directions(directions), chunk)]
     gram = points @ points.T
     squared = np.diag(gram)[:, None] + np.diag(gram)[None, :] - 2 * gram
     return float(np.sqrt(max(squared.max(), 0.0)))
 
 
-def _boundary_points_mm(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Physical centres (N, 3) of mask voxels with a 6-neighbour outside the mask."""
-    padded = np.pad(mask, 1)
-    interior = padded[1:-1, 1:-1, 1:-1].copy()
-    for axis in range(3):
-        for shift in (-1, 1):
-            interior &= np.roll(padded, shift, axis)[1:-1, 1:-1, 1:-1]
-    k, j, i = np.nonzero(mask & ~interior)
-    return geometry.index_to_physical(np.stack([i, j, k], axis=1).astype(np.float64))
+def _extreme_points(points: np.ndarray, directions: np.ndarray, chunk: int) -> np.ndarray:
+    """Sorted unique indices of the points (N, 3) with the lowest and the highest projection on each
+    of ``directions`` (D, 3); the first such point where several tie (as ``argmin`` / ``argmax``)."""
+    best_low = np.full(len(directions), np.inf)
+    best_high = np.full(len(directions), -np.inf)
+    low_at = np.zeros(len(directions), np.int64)
+    high_at = np.zeros(len(directions), np.int64)
+    columns = np.arange(len(directions))
+    for start in range(0, len(points), chunk):
+        projections = directions @ points[start:start + chunk].T  # (D, chunk): reduced along contiguous rows
+        low, high = projections.argmin(axis=1), projections.argmax(axis=1)
+        low_value, high_value = projections[columns, low], projections[columns, high]
+        lower, higher = low_value < best_low, high_value > best_high  # strict: the first one wins ties
+        best_low[lower], low_at[lower] = low_value[lower], start + low[lower]
+        best_high[higher], high_at[higher] = high_value[higher], start + high[higher]
+    return np.unique(np.concatenate([low_at, high_at]))
+
+
+def _row_end_points_mm(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Physical centres (N, 3) of the first and last mask voxel of every row along array axis 2 (i),
+    in (k, j, i) order. Every other voxel of a row lies between these two on a line, so it is never
+    the only farthest point: the set has the mask's diameter, from far fewer points than its surface."""
+    if not mask.any():
+        return np.zeros((0, 3))
+    k, j = np.nonzero(mask.any(axis=2))
+    first = mask.argmax(axis=2)[k, j]
+    last = mask.shape[2] - 1 - mask[..., ::-1].argmax(axis=2)[k, j]
+    ends = np.stack([first, last], axis=1).ravel()
+    keep = np.ones(ends.size, bool)
+    keep[1::2] = last != first  # a one-voxel row has one end
+    index_ijk = np.stack([ends, np.repeat(j, 2), np.repeat(k, 2)], axis=1)[keep]
+    return geometry.index_to_physical(index_ijk.astype(np.float64))
 
 
 def _round(values, digits: int = 1) -> list[float]:
@@ -89,7 +111,7 @@ def lesions(labels: np.ndarray, geometry: Geometry, label: int, near: np.ndarray
         sub = Geometry((nx, ny, nz), geometry.spacing_mm, tuple(origin), geometry.direction)
         found.append({
             "volume_ml": round(stats.GetNumberOfPixels(index) * geometry.voxel_volume_ml, 2),
-            "longest_diameter_mm": round(longest_diameter_mm(_boundary_points_mm(array[box] == index, sub)), 1),
+            "longest_diameter_mm": round(longest_diameter_mm(_row_end_points_mm(array[box] == index, sub)), 1),
             "centre_mm": _round(stats.GetCentroid(index)),
         })
         if near is not None:
@@ -101,7 +123,7 @@ def lesions(labels: np.ndarray, geometry: Geometry, label: int, near: np.ndarray
 def organ(mask: np.ndarray, geometry: Geometry) -> dict:
     """Volume (mL), length (the longest diameter, mm) and centre of mass (LPS mm) of one organ mask."""
     found = {"volume_ml": round(float(np.count_nonzero(mask)) * geometry.voxel_volume_ml, 2),
-             "length_mm": round(longest_diameter_mm(_boundary_points_mm(mask, geometry)), 1)}
+             "length_mm": round(longest_diameter_mm(_row_end_points_mm(mask, geometry)), 1)}
     if mask.any():
         k, j, i = (float(np.mean(axis)) for axis in np.nonzero(mask))
         found["centre_mm"] = _round(geometry.index_to_physical([[i, j, k]])[0])

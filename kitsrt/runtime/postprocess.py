@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from kitsrt.io.masks import bounding_box
 from kitsrt.runtime.pipeline import DropUnlessTouching, FillHoles, KidneyAndNearbyTumor, LargestComponents
 
 KIDNEY, TUMOR = 1, 2
@@ -63,6 +64,19 @@ def fill_holes(labels: np.ndarray, rule: FillHoles) -> None:
     labels[(filled > 0) & ~mask & (labels == 0)] = rule.fill_with
 
 
+def distance_near(target: np.ndarray, around: np.ndarray, spacing_mm, reach_mm: float) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Distance (mm, centre to centre; <= 0 inside) to ``target`` over the bounding box of ``around``
+    grown by ``reach_mm``: (the box's (k, j, i) slices, the distances on it); ``spacing_mm`` in ITK
+    order (i, j, k). Exact wherever the true distance is at most ``reach_mm`` (the nearest ``target``
+    voxel then lies inside the box); elsewhere it is more than ``reach_mm`` too. ``around`` not empty."""
+    margin = int(np.ceil(reach_mm / min(float(s) for s in spacing_mm))) + 1
+    box = bounding_box(around, margin)
+    image = sitk.GetImageFromArray(target[box].astype(np.uint8))
+    image.SetSpacing(tuple(float(s) for s in spacing_mm))
+    return box, sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(  # a copy: the image is a temporary
+        image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
+
+
 def kidney_and_nearby_tumor(labels: np.ndarray, rule: KidneyAndNearbyTumor, spacing_mm) -> None:
     """In place: keep the largest kidney+tumor component holding kidney tissue, and the tumor
     components within ``rule.margin_mm`` of that component's kidney tissue; ``spacing_mm`` in ITK
@@ -74,21 +88,21 @@ def kidney_and_nearby_tumor(labels: np.ndarray, rule: KidneyAndNearbyTumor, spac
         labels[union] = 0
         return
     kidney = (components == with_kidney.min()) & (labels == rule.kidney)  # 1 = largest
-    image = sitk.GetImageFromArray(kidney.astype(np.uint8))
-    image.SetSpacing(tuple(float(s) for s in spacing_mm))
-    distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(  # a copy: the image is a temporary
-        image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
     keep = components == with_kidney.min()
     tumors = components_by_size(labels == rule.tumor)
-    near = np.unique(tumors[(tumors > 0) & (distance <= rule.margin_mm + 1e-6)])
-    keep |= np.isin(tumors, near[near > 0])
+    touching = float(np.linalg.norm(spacing_mm)) + 1e-6  # a 26-neighbour of kidney tissue
+    near = np.zeros(0, tumors.dtype)
+    if tumors.any():  # distances only where a tumor is: decisions up to max(margin, touching) are exact
+        box, distance = distance_near(kidney, tumors > 0, spacing_mm, max(rule.margin_mm + 1e-6, touching))
+        near_tumors = tumors[box]
+        near = np.unique(near_tumors[(near_tumors > 0) & (distance <= rule.margin_mm + 1e-6)])
+        keep |= np.isin(tumors, near[near > 0])
     labels[union & ~keep] = 0
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     sizes = np.bincount(tumors.ravel())
-    touching = float(np.linalg.norm(spacing_mm)) + 1e-6  # a 26-neighbour of kidney tissue
     for speck in near[(near > 0) & (sizes[near] * voxel_ml < rule.min_tumor_ml)]:
-        inside = tumors == speck
-        labels[inside] = rule.kidney if distance[inside].min() <= touching else 0
+        inside = near_tumors == speck
+        labels[box][inside] = rule.kidney if distance[inside].min() <= touching else 0
 
 
 def apply_rules(labels: np.ndarray, rules, voxel_volume_ml: float, spacing_mm=None) -> np.ndarray:

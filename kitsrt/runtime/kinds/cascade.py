@@ -20,7 +20,7 @@ from kitsrt.runtime.postprocess import apply_rules, components_by_size
 from kitsrt.runtime.preprocess import Box, scan_box
 from kitsrt.runtime.regions import air_value, region_hu, stage_input
 from kitsrt.runtime.report import voi_entry
-from kitsrt.runtime.restore import probabilities_to_scan
+from kitsrt.runtime.restore import labels_of, probabilities_to_scan
 from kitsrt.runtime.timing import Timings
 from kitsrt.runtime.voi import kidney_boxes
 
@@ -43,7 +43,7 @@ def coarse_stage(scan: Scan, spec: CascadeSpec, backend: Backend, timings: Timin
         mid_x = float((body.sum(axis=(0, 1)) * xs).sum() / max(body.sum(), 1))
         volume = stage.normalization.apply(hu)
     with timings.timer("coarse_net"):
-        labels = infer_volume(volume, stage, backend).argmax(axis=0).astype(np.uint8)
+        labels = labels_of(infer_volume(volume, stage, backend))
     return CoarseResult(grid, volume, labels, mid_x)
 
 
@@ -114,7 +114,7 @@ def fine_stage(scan: Scan, box: Box, spec: CascadeSpec, backend: Backend, timing
             logits = infer_volume(volume, stage, backend)
         if attempt == spec.roi.grow_steps:
             break
-        faces = foreground_faces(own_kidney(logits.argmax(axis=0)), box, bounds)
+        faces = foreground_faces(own_kidney(labels_of(logits)), box, bounds)
         grown = capped(box, box.grown_faces(faces, spec.roi.grow_mm).intersect(bounds), spec.roi.max_extent_mm)
         if not faces or np.allclose(grown.low, box.low) and np.allclose(grown.high, box.high):
             break
