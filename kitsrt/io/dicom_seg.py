@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from kitsrt.errors import BackendUnavailable, InputError
-from kitsrt.io.files import temporary_sibling
+from kitsrt.io.files import move_into_place, temporary_sibling
 from kitsrt.io.dicom_series import read_series_headers, sorted_along_normal
 from kitsrt.io.scan import Geometry
 
@@ -166,7 +166,7 @@ def write_seg(seg, path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise InputError(f"{path.parent}: output folder does not exist")
     with temporary_sibling(path) as tmp:
         seg.save_as(tmp)
-        os.replace(tmp, path)
+        move_into_place(tmp, path, overwrite)
     return path
 
 

@@ -7,6 +7,7 @@ can; such files start with a dot and contain ``.partial-``, and scan discovery i
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -104,10 +105,35 @@ def write_bytes_atomic(data: bytes, path: str | os.PathLike, overwrite: bool = F
     with temporary_sibling(path) as tmp:
         try:
             tmp.write_bytes(data)
-            os.replace(tmp, path)
+            move_into_place(tmp, path, overwrite)
         except OSError as exc:
             raise InputError(f"{path}: could not write it: {exc.strerror or exc}") from None
     return path
+
+
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
+
+
+def move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename the finished file ``tmp`` to ``path``. Without ``overwrite`` an existing ``path`` is
+    refused atomically (InputError), so of two writers racing for one name exactly one wins: the name
+    is taken with a hard link (fails if it exists), or, where the file system has no hard links, claimed
+    with an exclusive create before the rename."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        try:
+            os.link(tmp, path)
+        except OSError as exc:
+            if exc.errno not in NO_HARD_LINKS:
+                raise
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            os.replace(tmp, path)
+            return
+    except FileExistsError:
+        raise InputError(f"{path}: output already exists; pass --overwrite to replace it") from None
+    os.unlink(tmp)
 
 
 def sha256_of(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from kitsrt.errors import InputError
-from kitsrt.io.files import temporary_sibling
+from kitsrt.io.files import move_into_place, temporary_sibling
 from kitsrt.io.dicom import DicomInfo, read_dicom_series
 from kitsrt.io.nifti_header import (
     check_nifti_header,
@@ -407,7 +407,7 @@ def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = Fa
             sitk.WriteImage(image, str(tmp), useCompression=_suffix(path) in (".nii.gz", ".nrrd", ".mha"))
             if image.GetDimension() == 3:  # checked before the rename: a bad file never replaces a good one
                 check_written_geometry(tmp, Geometry.of(image), name=path)
-            os.replace(tmp, path)
+            move_into_place(tmp, path, overwrite)
         except RuntimeError as exc:
             raise InputError(f"{path}: could not write it: {itk_message(exc)}") from None
         except OSError as exc:
