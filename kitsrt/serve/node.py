@@ -72,8 +72,21 @@ def instance_problem(ds) -> tuple[int, str] | None:
         return NOT_AN_IMAGE, "not a cross-sectional image (no pixel data or plane position)"
     if str(getattr(ds, "Modality", "")).upper() != "CT":
         return NOT_CT, f"modality {getattr(ds, 'Modality', 'missing')}: kitsrt segments CT only"
-    if "SeriesInstanceUID" not in ds or "SOPInstanceUID" not in ds:
-        return CANNOT_UNDERSTAND, "no SeriesInstanceUID or SOPInstanceUID"
+    for keyword in ("SeriesInstanceUID", "SOPInstanceUID"):
+        problem = uid_problem(str(ds.get(keyword, "") or ""))
+        if problem:
+            return CANNOT_UNDERSTAND, f"{keyword} {problem}"
+    return None
+
+
+def uid_problem(uid: str) -> str | None:
+    """Why ``uid`` cannot name an instance or series (empty, or not a DICOM UID: digits and dots, at
+    most 64 characters), else None. The spool files instances by UID: two instances with an empty or
+    garbled UID would share a name and one would silently replace the other."""
+    if not uid.strip():
+        return "is missing or empty"
+    if len(uid) > 64 or uid.strip(".") != uid or ".." in uid or not all(ch.isdigit() or ch == "." for ch in uid):
+        return f"{uid[:70]!r} is not a DICOM UID (digits and dots, at most 64 characters)"
     return None
 
 
