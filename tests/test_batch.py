@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from kitsrt.cli import app
@@ -64,3 +65,26 @@ def test_outputs_are_checked_before_the_first_case(tmp_path, small_case):
     write_image(ct.image, folder / "a.nrrd")  # a.nii.gz and a.nrrd: same case name
     clash = _infer(folder, "-o", tmp_path / "out")
     assert clash.exit_code == 2 and "collide" in clash.output and not (tmp_path / "out").exists()
+
+
+def test_an_all_air_scan_over_the_bomb_guard_is_refused_alike_alone_in_a_batch_and_by_the_api(tmp_path, monkeypatch):
+    """A constant (all-air) scan big enough for the compression-ratio guard is refused the same way by
+    single-scan infer, the batch and ``Segmenter.segment(path)``: all read through ``read_ct``."""
+    from kitsrt.errors import InputError
+    from kitsrt.io import Geometry, payload
+    from kitsrt.runtime.segmenter import Segmenter
+
+    monkeypatch.setattr(payload, "BOMB_MIN_BYTES", 1 << 20)  # the guard's size, scaled down to a small file
+    geometry = Geometry((128, 128, 48), (3.0, 3.0, 5.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    scan = folder / "air.nii.gz"
+    write_image(Scan.from_array(np.full(geometry.array_shape, -1024, np.int16), geometry).image, scan)
+    single = _infer(scan, "-o", tmp_path / "seg.nii.gz")
+    batch = _infer(folder, "-o", tmp_path / "out")
+    refusal = "mostly constant data or a gzip bomb"
+    assert single.exit_code == 2 and refusal in single.output, single.output
+    assert batch.exit_code == 2 and refusal in batch.output, batch.output
+    with Segmenter.load(threads=1) as segmenter, pytest.raises(InputError, match=refusal):
+        segmenter.segment(scan)
+    assert not (tmp_path / "seg.nii.gz").exists() and not list((tmp_path / "out").glob("*_seg.*"))
