@@ -36,3 +36,9 @@ def test_bench_quick_writes_json_markdown_and_plot(tmp_path):
         best = throughput["best"][mode]
         assert best["scans"] == 2 and best["scans_per_hour"] > 0 and 0 < best["cpu_utilisation"] <= 1.01
     assert "scans/hour" in (tmp_path / "bench.md").read_text()
+
+
+def test_an_unknown_case_is_a_one_line_error_before_any_work(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--cases", "small,medium", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--cases medium: no such case; choose from small, median, largest" in result.output
+    assert not (tmp_path / "bench.json").exists()

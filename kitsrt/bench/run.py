@@ -8,7 +8,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from kitsrt.bench.latency import bench_case, bench_configs, bench_scans, describe_machine, markdown_table, plot_png
+from kitsrt.bench.latency import (
+    KITS19_BENCH_CASES,
+    bench_case,
+    bench_configs,
+    bench_scans,
+    describe_machine,
+    markdown_table,
+    plot_png,
+)
 from kitsrt.errors import InputError
 from kitsrt.io import write_text_atomic
 
@@ -26,18 +34,26 @@ def require_bench_extra() -> None:
         raise InputError("kitsrt bench needs MONAI for its sliding-window baseline: pip install -e '.[bench]'") from None
 
 
+def check_cases(cases: list[str]) -> None:
+    """Refuse a ``--cases`` name that is not one of the bench's cases (before any work)."""
+    unknown = [c for c in cases if c not in KITS19_BENCH_CASES]
+    if unknown:
+        raise InputError(f"--cases {','.join(unknown)}: no such case; choose from {', '.join(KITS19_BENCH_CASES)}")
+
+
 def run_bench(out: Path, kits19: Path | None, runs: int, threads: int, backends: list[str], precisions: list[str],
               baseline_windows: int, full_baseline: bool, work: Path | None, quick: bool, cases: list[str],
               rounds: int, throughput: bool, progress: Callable[[str], None]) -> tuple[dict, str, bool]:
     """Time every (backend, precision) on each case; returns (report, markdown table, whether a PNG
     was written). ``kits19`` None: the shared KiTS19 folder when present, else procedural cases."""
     require_bench_extra()
+    check_cases(cases)
     out.mkdir(parents=True, exist_ok=True)
     kits19 = kits19 or (SHARED_KITS19 if SHARED_KITS19.exists() else None)
     configs = bench_configs(backends, precisions)
     with tempfile.TemporaryDirectory() as tmp:
         scans = bench_scans(kits19, work or Path(tmp), quick)
-        if cases:
+        if cases and not quick:  # --quick: its one tiny case, whatever --cases says
             scans = [(name, path) for name, path in scans if name.split(" ")[0] in cases]
         results = [bench_case(name, path, configs, runs, threads, 1 if quick else baseline_windows, full_baseline,
                               progress=progress, rounds=rounds) for name, path in scans]

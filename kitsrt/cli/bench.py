@@ -26,7 +26,7 @@ def bench(
     full_baseline: bool = typer.Option(False, help="Run the sliding-window baseline over the whole scan (slow)."),
     work: Optional[Path] = typer.Option(None, help="Folder to keep the phantom scans between runs."),
     quick: bool = typer.Option(False, help="One tiny procedural case, for a smoke test."),
-    cases: str = typer.Option("", help="Comma-separated cases to run (small, median, largest; default all)."),
+    cases: str = typer.Option("", help="Comma-separated cases to run (small, median, largest; default all; --quick runs its tiny case)."),
     rounds: int = typer.Option(1, min=1, max=100, help="Interleave the configurations over this many rounds (each a fresh process)."),
     throughput: bool = typer.Option(False, "--throughput", help="Also time 10 median-size phantoms through one "
                                     "loaded Segmenter, overlapped and one by one (scans per hour, CPU use)."),
