@@ -123,12 +123,13 @@ def test_bf16_is_refused_on_a_cpu_without_it(tiny, monkeypatch):
 @pytest.fixture(scope="module")
 def phantom_voi(small_case):
     """The fine net's input for the first kidney VOI of the small phantom, cut by the runtime itself."""
-    from kitsrt.calibration.dataset import Source, stage_inputs
+    from kitsrt.runtime.kinds import kind_of
 
     from kitsrt.runtime.segmenter import Segmenter
 
     with Segmenter.load(threads=1) as segmenter:
-        inputs = stage_inputs(Source("small", small_case[1], None, "small"), segmenter)
+        spec = segmenter.package.spec
+        inputs = kind_of(spec).network_inputs(small_case[1], spec, segmenter.backends)
     return inputs["fine"][0][None, None]
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from kitsrt.calibration.dataset import Source, stage_inputs
 from kitsrt.io import Geometry, Scan
 from kitsrt.runtime.pipeline import WindowUnit, window_network
 from kitsrt.runtime.preprocess import Box, scan_box
 from kitsrt.runtime.regions import stage_input, stage_labels
+from kitsrt.runtime.kinds import kind_of
 from kitsrt.runtime.restore import labels_to_scan
 from kitsrt.runtime.segmenter import Segmenter
 
@@ -30,7 +30,8 @@ class Recording:
 def test_calibration_draws_exactly_what_the_runtime_feeds_the_networks(small_case):
     _, ct = small_case
     with Segmenter.load(threads=1) as segmenter:
-        inputs = stage_inputs(Source("small", ct, None, "small"), segmenter)
+        spec = segmenter.package.spec
+        inputs = kind_of(spec).network_inputs(ct, spec, segmenter.backends)
         recorders = {role: Recording(b) for role, b in segmenter.backends.items()}
         segmenter.backends = recorders
         result = segmenter.segment(ct)
