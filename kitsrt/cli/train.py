@@ -24,13 +24,18 @@ def train(
     steps: int = typer.Option(300, min=1, help="Optimizer steps."),
     batch_size: int = typer.Option(2, min=1, max=1024, help="Crops per step."),
     crop: str = typer.Option("64,64,64", help="Training crop z,y,x in voxels (multiple of the divisibility)."),
-    preset: Optional[str] = typer.Option(None, help="seed004 (nested V-Nets), or a seed 002 VB-Net size (coarse, "
-                                                    "fine, tiny; default: the stage's)."),
+    preset: Optional[str] = typer.Option(None, help="seed004 (nested V-Nets), demo-v2 (larger VB-Nets with "
+                                                    "augmentation), or a seed 002 VB-Net size (coarse, fine, tiny; "
+                                                    "default: the stage's)."),
     learning_rate: float = typer.Option(2e-3, help="Adam learning rate (cosine-decayed)."),
     seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Random seed."),
     threads: int = typer.Option(2, min=1, max=256, help="CPU threads for torch."),
     cache: Optional[Path] = typer.Option(None, help="Folder caching the preprocessed volumes between runs."),
     resume: bool = typer.Option(False, help="Continue from output/checkpoint.pt."),
+    styles: int = typer.Option(0, min=0, max=100, help="Domain-randomised phantoms per label map (0: the default "
+                                                       "phantom, seed = case number)."),
+    procedural: int = typer.Option(0, min=0, max=10000, help="Procedural label maps added, each with a random "
+                                                             "phantom style."),
 ):
     """Train with a seed's recipe (needs the export extra: torch): a seed 002 VB-Net stage, or the
     seed 004 nested V-Nets (--preset seed004: kidney, then tumor on the kidney-masked volume).
@@ -38,6 +43,8 @@ def train(
     Example: kitsrt train ../shared/data/kits19 --stage fine -o work/fine --exclude case_00021 --steps 400
 
     Example: kitsrt train ../shared/data/kits19 --preset seed004 -o work/seed004 --steps 400
+
+    Example: kitsrt train ../shared/data/kits19 --preset demo-v2 --stage fine --styles 3 --procedural 24 -o work/fine
     """
     from rich.progress import Progress
 
@@ -65,4 +72,5 @@ def train(
         train_recipe(data, output, preset, stage, set(comma_list(exclude)), cache, resume,
                      on_prepared=lambda case: bar.update(preparing, description=f"prepared {case}"),
                      on_step=on_step, on_trained=on_trained, steps=steps, batch_size=batch_size,
-                     crop=triple(crop, "crop", int), learning_rate=learning_rate, seed=seed, threads=threads)
+                     crop=triple(crop, "crop", int), learning_rate=learning_rate, seed=seed, threads=threads,
+                     styles=styles, procedural=procedural)

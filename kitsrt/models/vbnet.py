@@ -142,6 +142,9 @@ PRESETS = {
     "coarse": VBNetConfig(base_channels=6, down_blocks=(1, 1, 2)),
     "fine": VBNetConfig(base_channels=8, down_blocks=(1, 1, 2)),
     "tiny": VBNetConfig(base_channels=4, down_blocks=(1, 1)),
+    # demo v2 (issue 15): four levels for a receptive field that sees a kidney's surroundings.
+    "coarse-v2": VBNetConfig(base_channels=6, down_blocks=(1, 1, 2, 2)),
+    "fine-v2": VBNetConfig(base_channels=12, down_blocks=(1, 1, 2, 2)),
 }
 
 

@@ -8,6 +8,7 @@ from kitsrt.phantom.ct import (
     procedural_label_map,
     synthesize_ct,
 )
+from kitsrt.phantom.style import PhantomStyle, random_style, styled_labels, synthesize_case
 
 __all__ = [
     "AIR_HU",
@@ -16,4 +17,8 @@ __all__ = [
     "check_phantom_grid",
     "procedural_label_map",
     "synthesize_ct",
+    "PhantomStyle",
+    "random_style",
+    "styled_labels",
+    "synthesize_case",
 ]

@@ -226,10 +226,18 @@ def _partial_volume_blur(hu: np.ndarray, geometry: Geometry) -> sitk.Image:
     return sitk.SmoothingRecursiveGaussian(image, sigma)
 
 
-def synthesize_ct(label_map: Scan, seed: int = 0) -> Scan:
-    """A synthetic CT (int16 HU) on exactly ``label_map``'s grid. Deterministic for a given seed."""
+def synthesize_ct(label_map: Scan, seed: int = 0, style=None, randomized: bool = False) -> Scan:
+    """A synthetic CT (int16 HU) on exactly ``label_map``'s grid. Deterministic for a given seed.
+
+    ``style`` (a ``kitsrt.phantom.style.PhantomStyle``) or ``randomized=True`` (the style
+    ``random_style(seed)``) draws a domain-randomised phantom instead of the default one; a style that
+    removes a kidney or the tumors draws that edited anatomy (``styled_labels`` gives its label map)."""
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise InputError(f"phantom seed {seed!r}: expected a whole number from 0 to 2**32-1")
+    if style is not None or randomized:
+        from kitsrt.phantom.style import random_style, synthesize_styled
+
+        return synthesize_styled(label_map, seed, style if style is not None else random_style(seed))
     geometry = label_map.geometry
     labels = label_map.array
     rng = np.random.default_rng(seed)

@@ -8,6 +8,8 @@ Seed 004 (``loss="dice+bce"``, one sigmoid channel): the paper's negative Dice p
 cross-entropy (added here so that a short CPU training converges); for the tumor network both count
 only voxels inside the kidney mask (the paper's kidney-masked Dice). 70% of kidney crops and 90% of
 tumor crops are centred on the structure (tumor crops: half on tumor, half on kidney).
+``augment=True`` (the demo v2 recipe, ``preset="demo-v2"``) adds intensity and geometric augmentation
+of every crop (``kitsrt.training.augment``); off by default, so older recipes reproduce exactly.
 Deterministic for a seed on a given machine and thread count. A checkpoint is a plain dict of
 tensors and numbers (loadable with ``torch.load(weights_only=True)``) next to ``config.json``.
 """
@@ -45,6 +47,7 @@ class TrainConfig:
     ce_weight: float = 1.0
     loss: str = "gdice+ce"  # or "dice+bce" (one sigmoid channel, seed 004)
     pad_input: float = PAD_INPUT  # the normalised value of air, for crops that overhang the volume
+    augment: bool = False  # intensity + geometric augmentation (kitsrt.training.augment)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -118,6 +121,10 @@ def _batch(volumes, config: TrainConfig, rng):
     images = torch.from_numpy(np.stack([c[0] for c in crops])[:, None])
     labels = torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64))
     masks = None if crops[0][2] is None else torch.from_numpy(np.stack([c[2] for c in crops]))
+    if config.augment:
+        from kitsrt.training.augment import augment_batch
+
+        return augment_batch(images, labels, masks, rng, low=config.pad_input)
     return images, labels, masks
 
 
@@ -188,14 +195,20 @@ def training_plan(preset: str | None, stage: str | None):
         return spec, [stage] if stage else list(spec.networks())
     if stage not in ("coarse", "fine"):
         raise InputError(f"--stage {stage!r}: expected coarse or fine (or --preset seed004)")
-    if preset is not None and preset not in PRESETS:
-        raise InputError(f"--preset {preset!r}: expected seed004 or one of {', '.join(PRESETS)}")
+    if preset is not None and preset not in PRESETS and preset != DEMO_V2:
+        raise InputError(f"--preset {preset!r}: expected seed004, {DEMO_V2} or one of {', '.join(PRESETS)}")
     return seed002_preset(), [stage]
 
 
+DEMO_V2 = "demo-v2"
+
+
 def preset_config(stage: str, preset: str | None = None, **overrides) -> TrainConfig:
-    """The training config of one network: seed 002's VB-Net presets (coarse, fine, tiny) or
-    seed 004's V-Net (``preset="seed004"``, stage kidney or tumor: Dice + BCE, air pads as 0)."""
+    """The training config of one network: seed 002's VB-Net presets (coarse, fine, tiny),
+    ``demo-v2`` (the larger coarse-v2 / fine-v2 VB-Nets with augmentation) or seed 004's V-Net
+    (``preset="seed004"``, stage kidney or tumor: Dice + BCE, air pads as 0)."""
+    if preset == DEMO_V2:
+        return TrainConfig(stage=stage, model=PRESETS[f"{stage}-v2"], **({"augment": True} | overrides))
     if preset == "seed004":
         return TrainConfig(stage=stage, model=VNET_PRESETS["seed004"], loss="dice+bce", pad_input=0.0,
                            **overrides)

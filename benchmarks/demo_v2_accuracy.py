@@ -1,0 +1,165 @@
+"""Two demo packages side by side in one run (issue 15): held-out phantoms and one real CT.
+
+* Held-out phantoms: the 6 KiTS19 label maps held out of both demos' training and 4 procedural
+  maps (seeds 1000-1003), each as the default phantom (seed = case number, as
+  ``demo_accuracy.py``) and as a domain-randomised phantom (``random_style(seed)`` with its label
+  edits switched off, so that every case has two kidneys and its tumors: Dice stays comparable).
+  KiTS19 Dice of the cascade, VOI recall, output grid equal to the input grid.
+* The real CT in ``../shared/data/realct`` (a check only, never trained or tuned on): Dice of the
+  predicted kidney+tumor against TotalSegmentator's kidneys (its README: a model's output, no
+  tumor), Dice of the predicted kidney label alone, "tumor" volume in mL, and per side whether a
+  predicted kidney overlaps that side's reference kidney (Dice > 0.5 counts as found).
+* Size of each package, parameter count of its networks (from the ONNX initializers) and the
+  fine network's latency on one 1 mm VOI of 160 x 128 x 128 voxels (onnxruntime, 2 threads,
+  median of 5 after 1 warm-up).
+
+    python benchmarks/demo_v2_accuracy.py --new work/demo_v2 [--old kitsrt/packages/demo] \\
+        [--out benchmarks/results/demo_v2_accuracy.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from kitsrt.bench.latency import describe_machine
+from kitsrt.eval.metrics import dice, score_case
+from kitsrt.io import Scan, read_label_map, read_scan
+from kitsrt.phantom import procedural_label_map, random_style, synthesize_ct
+from kitsrt.runtime.segmenter import Segmenter
+
+HELD_OUT = ("case_00021", "case_00043", "case_00055", "case_00063", "case_00142", "case_00188")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def voi_recall(labels: Scan, boxes) -> float:
+    from kitsrt.runtime.restore import crop_grid
+
+    inside = np.zeros(labels.array.shape, bool)
+    for box in boxes:
+        slices, _ = crop_grid(labels.geometry, box)
+        inside[slices] = True
+    reference = labels.array > 0
+    return float((inside & reference).sum() / max(reference.sum(), 1))
+
+
+def phantom_cases(kits19: Path):
+    """(name, label map, seed) of the held-out cases."""
+    for case in HELD_OUT:
+        yield case, read_label_map(kits19 / case / "segmentation.nii.gz"), int(case.split("_")[1])
+    for seed in range(1000, 1004):
+        yield f"procedural_{seed}", procedural_label_map((256, 256, 96), (1.6, 1.6, 3.0), seed=seed), seed
+
+
+def score_phantom(segmenter: Segmenter, ct: Scan, labels: Scan, case: str) -> dict:
+    start = time.perf_counter()
+    result = segmenter.segment(ct)
+    seconds = time.perf_counter() - start
+    scores = score_case(result.labels, labels.array, labels.geometry.array_spacing_mm, case=case).as_dict()
+    return {"kidney_dice": scores["kidney_dice"], "tumor_dice": scores["tumor_dice"],
+            "composite_dice": scores["composite_dice"], "voi_recall": voi_recall(labels, result.vois),
+            "geometry_equal": result.geometry == labels.geometry, "seconds": seconds}
+
+
+def physical_x_mm(scan: Scan) -> np.ndarray:
+    """The LPS x (mm; +x is the patient's left) of every voxel of ``scan``, array axes (k, j, i)."""
+    k, j, i = np.indices(scan.array.shape)
+    ijk = np.stack([i.ravel(), j.ravel(), k.ravel()], axis=1)
+    return scan.geometry.index_to_physical(ijk)[:, 0].reshape(scan.array.shape)
+
+
+def real_ct(segmenter: Segmenter, ct: Scan, reference: Scan) -> dict:
+    start = time.perf_counter()
+    result = segmenter.segment(ct)
+    seconds = time.perf_counter() - start
+    ref = reference.array > 0
+    pred = result.labels
+    x_mm = physical_x_mm(reference)
+    mid_x = float(x_mm[ref].min() + x_mm[ref].max()) / 2.0  # between the two kidneys
+    sides = {}
+    for side, half in (("right", x_mm < mid_x), ("left", x_mm >= mid_x)):
+        sides[side] = {"dice": dice((pred > 0) & half, ref & half),
+                       "found": dice((pred > 0) & half, ref & half) > 0.5}
+    return {"kidney_and_tumor_dice": dice(pred > 0, ref), "kidney_label_dice": dice(pred == 1, ref),
+            "tumor_ml": float((pred == 2).sum() * ct.geometry.voxel_volume_ml),
+            "kidney_ml": float((pred == 1).sum() * ct.geometry.voxel_volume_ml),
+            "reference_ml": float(ref.sum() * ct.geometry.voxel_volume_ml),
+            "sides": sides, "both_found": all(s["found"] for s in sides.values()),
+            "vois": len(result.vois), "geometry_equal": result.geometry == ct.geometry, "seconds": seconds}
+
+
+def network_facts(package: Path) -> dict:
+    """Package size (MB, every file), parameters per network, fine-network latency on one VOI."""
+    import onnx
+    import onnxruntime as ort
+
+    facts = {"package_mb": sum(f.stat().st_size for f in package.iterdir() if f.is_file()) / 1e6}
+    for role in ("coarse", "fine"):
+        model = onnx.load(str(package / f"{role}.onnx"))
+        facts[f"{role}_parameters"] = int(sum(np.prod(t.dims) for t in model.graph.initializer))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(package / "fine.onnx"), options, providers=["CPUExecutionProvider"])
+    voi = np.zeros((1, 1, 160, 128, 128), np.float32)
+    session.run(None, {"image": voi})
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        session.run(None, {"image": voi})
+        times.append(time.perf_counter() - start)
+    facts["fine_voi_160x128x128_s"] = float(np.median(times))
+    return facts
+
+
+def summarize(rows: list[dict], model: str, style: str) -> dict:
+    group = [r[model] for r in rows if r["style"] == style]
+    return {key: float(np.mean([g[key] for g in group])) for key in ("kidney_dice", "tumor_dice", "composite_dice")} | {
+        "min_voi_recall": min(g["voi_recall"] for g in group), "cases": len(group),
+        "all_geometry_equal": all(g["geometry_equal"] for g in group)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--new", required=True, help="the candidate package folder")
+    parser.add_argument("--old", default=None, help="the package to compare with (default: the bundled demo)")
+    parser.add_argument("--kits19", default=str(SHARED / "kits19"))
+    parser.add_argument("--realct", default=str(SHARED / "realct"))
+    parser.add_argument("--out", default="benchmarks/results/demo_v2_accuracy.json")
+    args = parser.parse_args()
+    packages = {"old": args.old, "new": args.new}
+    segmenters = {name: Segmenter.load(path, threads=2) for name, path in packages.items()}
+    rows = []
+    try:
+        for case, labels, seed in phantom_cases(Path(args.kits19)):
+            for style in ("default", "randomized"):
+                randomized = replace(random_style(seed), tumor_free=False, nephrectomy=None)
+                ct = synthesize_ct(labels, seed=seed, style=randomized if style == "randomized" else None)
+                rows.append({"case": case, "style": style, "phase": randomized.phase if style == "randomized" else "default"}
+                            | {name: score_phantom(seg, ct, labels, case) for name, seg in segmenters.items()})
+                print(case, style, {name: round(rows[-1][name]["composite_dice"], 4) for name in segmenters}, flush=True)
+        realct = {}
+        ct_path = Path(args.realct) / "ts_example_ct.nii.gz"
+        if ct_path.exists():
+            ct, reference = read_scan(ct_path), read_label_map(Path(args.realct) / "ts_example_kidneys.nii.gz")
+            realct = {name: real_ct(seg, ct, reference) for name, seg in segmenters.items()}
+            print(json.dumps(realct, indent=1), flush=True)
+    finally:
+        for seg in segmenters.values():
+            seg.close()
+    from kitsrt.runtime.package import bundled_package_path
+
+    folders = {"old": Path(args.old) if args.old else bundled_package_path("demo"), "new": Path(args.new)}
+    summary = {name: {"default": summarize(rows, name, "default"), "randomized": summarize(rows, name, "randomized"),
+                      "real_ct": realct.get(name), "package": str(folders[name])} | network_facts(folders[name])
+               for name in packages}
+    Path(args.out).write_text(json.dumps({"machine": describe_machine(), "summary": summary, "cases": rows}, indent=1))
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

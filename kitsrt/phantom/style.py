@@ -1,0 +1,397 @@
+"""Domain-randomised phantoms: a ``PhantomStyle`` drawn from a seed changes everything a network could
+key on, so that it has to learn what a kidney and a renal tumor are rather than phantom shortcuts.
+
+A style sets the contrast phase (non-contrast, corticomedullary, nephrographic, excretory: kidney HU
+from about 30 to 250, cortex/medulla contrast present or absent, contrast in the collecting system),
+the tumor appearances (hypo-, iso-, hyper-enhancing, cystic, fat-containing, calcified), muscle,
+fat, liver, spleen and vessel HU with a textured spread, noise level (low dose included) and grain,
+slice thickness 0.5-5 mm with a matching blur along the superior-inferior axis, in-plane kernel
+sharpness, body size and fat, arms up or down, the reconstruction circle (cropping a large body),
+soft-tissue "mimic" masses away from the kidneys (labelled background), and label edits: one kidney
+removed (nephrectomy) or the tumors removed. The pelvis (iliac wings, femoral heads, bladder) and
+gluteal muscles are drawn wherever the scan reaches below the kidneys.
+
+``synthesize_ct(labels, seed, style=...)`` draws a styled phantom; the default phantom (no style) is
+unchanged. ``styled_labels`` gives the label map that matches a style's edits; ``synthesize_case``
+returns both. Everything is deterministic per seed and lies on the label map's exact grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import SimpleITK as sitk
+
+from kitsrt.errors import InputError
+from kitsrt.io import Geometry, Scan
+from kitsrt.io.masks import bounding_box
+from kitsrt.phantom.ct import (
+    AIR_HU,
+    BODY_GRID_MM,
+    OUTSIDE_FOV_HU,
+    SLAB_PLANES,
+    Landmarks,
+    _depth_mm,
+    _ellipse,
+    _ellipsoid,
+    _grid_center,
+    _in_plane_xy,
+    _kidney_centroids,
+    _on_grid,
+    _smooth_noise,
+    draw_landmarks,
+)
+
+PHASES = ("non-contrast", "corticomedullary", "nephrographic", "excretory")
+PHASE_WEIGHTS = (0.3, 0.2, 0.3, 0.2)
+TUMOR_KINDS = ("hypo", "iso", "hyper", "cystic", "fat", "calcified")
+TUMOR_WEIGHTS = (0.3, 0.2, 0.15, 0.15, 0.1, 0.1)
+STYLE_STREAM = 15  # a second seed word, so a style never repeats the phantom's own random stream
+
+
+@dataclass(frozen=True)
+class PhantomStyle:
+    """How a phantom looks (HU, mm). ``tumor_kinds``: appearances drawn per lesion, from TUMOR_KINDS.
+    ``nephrectomy``: "left" or "right" kidney (patient side) removed, or None. ``collecting_hu``:
+    contrast in the collecting system (excretory phase) or None."""
+
+    phase: str = "nephrographic"
+    cortex_hu: float = 170.0
+    medulla_hu: float = 160.0
+    collecting_hu: float | None = None
+    liver_hu: float = 105.0
+    spleen_hu: float = 110.0
+    aorta_hu: float = 160.0
+    muscle_hu: float = 55.0
+    fat_hu: float = -100.0
+    bowel_wall_hu: float = 60.0
+    texture_hu: float = 8.0
+    tumor_kinds: tuple[str, ...] = ("hypo",)
+    noise_hu: float = 12.0
+    noise_grain_mm: float = 0.0
+    slice_mm: float = 2.0
+    kernel_mm: float = 0.5
+    body_scale: float = 1.0
+    fat_mm: float = 20.0
+    arms_down: bool = False
+    fov_radius_mm: float = 250.0
+    mimics: int = 3
+    nephrectomy: str | None = None
+    tumor_free: bool = False
+
+    def __post_init__(self):
+        if self.phase not in PHASES:
+            raise InputError(f"phantom style phase {self.phase!r}: expected one of {', '.join(PHASES)}")
+        unknown = set(self.tumor_kinds) - set(TUMOR_KINDS)
+        if not self.tumor_kinds or unknown:
+            raise InputError(f"phantom style tumor_kinds {self.tumor_kinds!r}: expected some of {', '.join(TUMOR_KINDS)}")
+        if self.nephrectomy not in (None, "left", "right"):
+            raise InputError(f"phantom style nephrectomy {self.nephrectomy!r}: expected left, right or None")
+
+
+def _phase_hu(phase: str, rng: np.random.Generator) -> dict:
+    """Organ HU typical of a contrast phase (ranges overlap on purpose)."""
+    u = rng.uniform
+    if phase == "non-contrast":
+        cortex = u(25, 45)
+        return dict(cortex_hu=cortex, medulla_hu=cortex - u(0, 8), collecting_hu=None, liver_hu=u(45, 70),
+                    spleen_hu=u(38, 55), aorta_hu=u(30, 50), muscle_hu=u(35, 55), bowel_wall_hu=u(30, 50))
+    if phase == "corticomedullary":
+        return dict(cortex_hu=u(140, 260), medulla_hu=u(45, 100), collecting_hu=None, liver_hu=u(60, 95),
+                    spleen_hu=u(80, 150), aorta_hu=u(220, 400), muscle_hu=u(45, 65), bowel_wall_hu=u(60, 110))
+    if phase == "nephrographic":
+        cortex = u(110, 200)
+        return dict(cortex_hu=cortex, medulla_hu=cortex - u(0, 25), collecting_hu=None, liver_hu=u(85, 130),
+                    spleen_hu=u(95, 135), aorta_hu=u(130, 210), muscle_hu=u(45, 70), bowel_wall_hu=u(50, 100))
+    cortex = u(90, 170)
+    return dict(cortex_hu=cortex, medulla_hu=cortex - u(0, 15), collecting_hu=u(300, 900), liver_hu=u(75, 115),
+                spleen_hu=u(85, 120), aorta_hu=u(100, 170), muscle_hu=u(45, 65), bowel_wall_hu=u(45, 90))
+
+
+def random_style(seed: int) -> PhantomStyle:
+    """A style drawn from ``seed`` (deterministic): phase, organ HU, tumors, noise, blur, body, edits."""
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise InputError(f"phantom seed {seed!r}: expected a whole number from 0 to 2**32-1")
+    rng = np.random.default_rng([int(seed), STYLE_STREAM])
+    phase = str(rng.choice(PHASES, p=PHASE_WEIGHTS))
+    organs = _phase_hu(phase, rng)
+    kinds = rng.choice(TUMOR_KINDS, size=int(rng.integers(1, 4)), replace=False, p=TUMOR_WEIGHTS)
+    low_dose = rng.random() < 0.25
+    edit = rng.random()
+    return PhantomStyle(
+        phase=phase, **organs, fat_hu=rng.uniform(-120, -80), texture_hu=rng.uniform(3, 15),
+        tumor_kinds=tuple(str(k) for k in kinds),
+        noise_hu=rng.uniform(25, 45) if low_dose else rng.uniform(5, 20), noise_grain_mm=rng.uniform(0, 0.9),
+        slice_mm=rng.uniform(0.5, 5.0), kernel_mm=rng.uniform(0.3, 0.9), body_scale=rng.uniform(0.85, 1.3),
+        fat_mm=rng.uniform(5, 45), arms_down=bool(rng.random() < 0.4), fov_radius_mm=rng.uniform(190, 260),
+        mimics=int(rng.integers(1, 7)),
+        nephrectomy=("left" if rng.random() < 0.5 else "right") if edit < 0.12 else None,
+        tumor_free=bool(0.12 <= edit < 0.32),
+    )
+
+
+def styled_labels(label_map: Scan, style: PhantomStyle) -> Scan:
+    """``label_map`` edited as ``style`` says, on the same grid: tumors set to background when
+    ``tumor_free``; the kidney component on the ``nephrectomy`` side (patient left = +x in LPS)
+    removed, when there are two. Unedited styles return ``label_map`` itself."""
+    if not style.tumor_free and style.nephrectomy is None:
+        return label_map
+    labels = np.array(label_map.array, copy=True)
+    if style.nephrectomy is not None:
+        geometry = label_map.geometry
+        image = Scan.from_array((labels > 0).astype(np.uint8), geometry).image
+        components = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(image),
+                                                                  minimumObjectSize=100))
+        if components.max() >= 2:
+            centroids = _kidney_centroids(labels, geometry)
+            left = int(np.argmax(centroids[:, 0])) + 1  # components are numbered largest first, like centroids
+            labels[components == (left if style.nephrectomy == "left" else 3 - left)] = 0
+    if style.tumor_free:
+        labels[labels == 2] = 0
+    return Scan.from_array(labels, label_map.geometry, source=f"{label_map.source} (styled)")
+
+
+def _arms(x, y, lm: Landmarks) -> list[tuple[np.ndarray, float, str]]:
+    """Arms at the sides (muscle around a humerus), outside the body ellipse."""
+    rx, _ = lm.body_radii
+    parts = []
+    for side in (-1, 1):
+        cx, cy = lm.mid_x + side * (rx + 50), lm.body_center_y
+        parts.append((_ellipse(x - cx, y - cy, 42, 48), "fat"))
+        parts.append((_ellipse(x - cx, y - cy, 36, 42), "muscle"))
+        parts.append((_ellipse(x - cx, y - cy, 12, 12), "bone"))
+    return parts
+
+
+def _pelvis(x, y, above, lm: Landmarks, style: PhantomStyle) -> list[tuple[np.ndarray, float, float]]:
+    """(mask, HU, texture HU) of the pelvis below the kidneys (``above``: mm above the kidneys' centre):
+    gluteal muscles, iliac wings, femoral heads (cortex and cancellous bone), bladder."""
+    t, parts = style.texture_hu, []
+    for side in (-1, 1):
+        parts.append(((above < -100) & _ellipse(x - (lm.mid_x + side * 75), y - (lm.kidney_y + 55), 55, 38),
+                      style.muscle_hu, t))
+        wing_x = lm.mid_x + side * (65 + 0.15 * np.clip(-above - 100, 0, 120))
+        wing = _ellipse(x - wing_x, y - (lm.kidney_y + 15), 14, 42) & (above < -90) & (above > -210)
+        parts += [(wing, 550.0, 60.0), (wing & _ellipse(x - wing_x, y - (lm.kidney_y + 15), 9, 36), 200.0, 40.0)]
+        head_x, head_y = x - (lm.mid_x + side * 95), y - (lm.kidney_y - 15)
+        head = _ellipsoid(head_x, head_y, above + 265, 24, 24, 24)
+        parts += [(head, 600.0, 60.0), (head & _ellipsoid(head_x, head_y, above + 265, 20, 20, 20), 250.0, 40.0)]
+    bladder_hu = 10.0 if style.collecting_hu is None else 0.5 * style.collecting_hu
+    parts.append((_ellipsoid(x - lm.mid_x, y - (lm.kidney_y - 60), above + 245, 45, 35, 35), bladder_hu, 0.3 * t))
+    return parts
+
+
+def _styled_body_hu(x, y, z, lm: Landmarks, style: PhantomStyle, mimics) -> tuple[np.ndarray, np.ndarray]:
+    """(HU, texture amplitude in HU) of everything but the kidneys, for physical x, y, z (mm, LPS)."""
+    rx, ry = lm.body_radii
+    dx, dy = x - lm.mid_x, y - lm.body_center_y
+    hu = np.full(x.shape, AIR_HU, dtype=np.float32)
+    amp = np.zeros(x.shape, dtype=np.float32)
+    t = style.texture_hu
+    muscle = style.muscle_hu
+
+    def put(mask, value, texture):
+        hu[mask] = value
+        amp[mask] = texture
+
+    if style.arms_down:
+        for mask, tissue in _arms(x, y, lm):
+            put(mask, {"fat": style.fat_hu, "muscle": muscle, "bone": 700.0}[tissue],
+                {"fat": 0.5 * t, "muscle": t, "bone": 60.0}[tissue])
+    put(_ellipse(dx, dy, rx, ry), style.fat_hu, 0.5 * t)
+    put(_ellipse(dx, dy, rx - lm.fat_mm, ry - lm.fat_mm), muscle, t)
+    put(_ellipse(dx, dy, rx - lm.fat_mm - 10, ry - lm.fat_mm - 10), style.fat_hu + 10, 0.7 * t)
+    above = z - lm.kidney_z
+    z_low, z_high = float(z.min()), float(z.max())
+
+    def spans(center_z: float, radius_z: float) -> bool:
+        return z_low <= center_z + radius_z and z_high >= center_z - radius_z
+
+    if spans(lm.kidney_z + 70, 95):
+        put(_ellipsoid(x - (lm.mid_x - 85), y - (lm.kidney_y - 45), above - 70, 90, 80, 95), style.liver_hu, t)
+    if spans(lm.kidney_z + 55, 55):
+        put(_ellipsoid(x - (lm.mid_x + 85), y - (lm.kidney_y + 5), above - 55, 40, 32, 55), style.spleen_hu, 1.5 * t)
+    for bx, by, bz, brx, bry, brz, _, content in lm.bowel:
+        if not spans(bz, brz):
+            continue
+        loop = _ellipsoid(x - bx, y - by, z - bz, brx, bry, brz)
+        put(loop, style.bowel_wall_hu, t)
+        put(loop & _ellipsoid(x - bx, y - by, z - bz, brx - 4, bry - 4, brz - 4), content, 2 * t)
+    for mx, my, mz, mr, mhu, mtex in mimics:
+        if spans(mz, mr):
+            put(_ellipsoid(x - mx, y - my, z - mz, mr, 0.85 * mr, 1.2 * mr), mhu, mtex)
+    if spans(lm.kidney_z - 220, 120):
+        for mask, value, texture in _pelvis(x, y, above, lm, style):
+            put(mask, value, texture)
+    psoas_r = np.clip(8 - above / 12, 6, 22)
+    for side in (-1, 1):
+        put(_ellipse(x - (lm.mid_x + side * 32), y - (lm.kidney_y + 5), psoas_r, psoas_r), muscle - 3, t)
+        put(_ellipse(x - (lm.mid_x + side * 30), y - (lm.kidney_y + 55), 26, 20), muscle + 2, t)
+    spine_y = lm.kidney_y + 8
+    put(_ellipse(x - lm.mid_x, y - spine_y, 21, 17), 650.0, 60.0)
+    put(_ellipse(x - lm.mid_x, y - spine_y, 18, 14), 220.0, 40.0)
+    put(_ellipse(x - lm.mid_x, y - spine_y, 21, 17) & (np.sin(z * (2 * np.pi / 34.0)) > 0.8), 85.0, t)
+    put(_ellipse(x - lm.mid_x, y - (spine_y + 42), 7, 14), 600.0, 60.0)
+    put(_ellipse(x - lm.mid_x, y - (spine_y + 25), 8, 7), 15.0, 0.5 * t)
+    put(_ellipse(x - (lm.mid_x + 14), y - (spine_y - 28), 11, 11), style.aorta_hu, 0.5 * t)
+    put(_ellipse(x - (lm.mid_x - 22), y - (spine_y - 26), 13, 10), 0.6 * style.aorta_hu + 0.4 * muscle, 0.5 * t)
+    angle = np.arctan2(dy / ry, dx / rx)
+    rib_band = _ellipse(dx, dy, rx - lm.fat_mm + 2, ry - lm.fat_mm + 2) & ~_ellipse(
+        dx, dy, rx - lm.fat_mm - 8, ry - lm.fat_mm - 8)
+    put(rib_band & (above > -40) & (np.sin(above / 9.0 + 3 * angle) > 0.55) & (np.abs(dx) > 40), 700.0, 60.0)
+    return hu, amp
+
+
+def _draw_mimics(centroids: np.ndarray, lm: Landmarks, style: PhantomStyle, rng: np.random.Generator):
+    """Soft-tissue masses (x, y, z, radius, HU, texture) in the abdomen, clear of the kidneys: tumor-like
+    blobs the network must learn are not tumors because they do not belong to a kidney."""
+    mimics = []
+    for _ in range(50):
+        if len(mimics) == style.mimics:
+            break
+        r = rng.uniform(8, 30)
+        p = np.array([lm.mid_x + rng.uniform(-130, 130), lm.kidney_y + rng.uniform(-100, 40),
+                      lm.kidney_z + rng.uniform(-180, 120)])
+        clear = all(((p - c) / (np.array([50.0, 45.0, 75.0]) + r + 10)) @ ((p - c) / (np.array([50.0, 45.0, 75.0]) + r + 10)) > 1
+                    for c in centroids)
+        if clear:
+            mimics.append((*p, r, rng.uniform(15, 170), rng.uniform(5, 25)))
+    return tuple(mimics)
+
+
+def _styled_body_image(geometry: Geometry, lm: Landmarks, style: PhantomStyle, mimics,
+                       rng: np.random.Generator) -> sitk.Image:
+    """The styled body on a BODY_GRID_MM grid covering ``geometry``, textured (2 mm grain)."""
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
+    points = geometry.index_to_physical(corners * (np.asarray(geometry.size) - 1))
+    low = points.min(axis=0) - BODY_GRID_MM
+    size = np.ceil((points.max(axis=0) + BODY_GRID_MM - low) / BODY_GRID_MM).astype(int) + 1
+    x, y, z = (low[a] + BODY_GRID_MM * np.arange(size[a], dtype=np.float32) for a in range(3))
+    hu = np.empty((size[2], size[1], size[0]), dtype=np.float32)
+    amp = np.empty_like(hu)
+    for z0 in range(0, size[2], SLAB_PLANES):
+        zs = z[z0:z0 + SLAB_PLANES, None, None]
+        hu[z0:z0 + SLAB_PLANES], amp[z0:z0 + SLAB_PLANES] = _styled_body_hu(
+            *np.broadcast_arrays(x[None, None, :], y[None, :, None], zs), lm, style, mimics)
+    hu += amp * _smooth_noise(hu.shape, (BODY_GRID_MM,) * 3, 2.0, rng)
+    del amp
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing((BODY_GRID_MM,) * 3)
+    image.SetOrigin(tuple(low))
+    return image
+
+
+def _tumor_hu(kind: str, kidney_hu: float, style: PhantomStyle, texture: np.ndarray, depth_mm: np.ndarray,
+              rng: np.random.Generator) -> np.ndarray:
+    """HU of one lesion's voxels (``texture``: unit-std field, ``depth_mm``: depth inside the lesion)."""
+    u = rng.uniform
+    contrast = style.phase != "non-contrast"
+    grain = u(5, 25) * texture
+    if kind == "hypo":
+        return max(kidney_hu - (u(30, 110) if contrast else u(5, 20)), 10.0) + grain
+    if kind == "iso":
+        return kidney_hu + u(-15, 15) + grain
+    if kind == "hyper":
+        return (kidney_hu + u(20, 80) if contrast else u(50, 75)) + grain
+    if kind == "cystic":
+        wall = depth_mm < u(1.0, 2.5)
+        return np.where(wall, kidney_hu - u(0, 30), u(-5, 20) + 3 * texture)
+    if kind == "fat":
+        return np.where(texture > u(-0.8, 0.2), u(-110, -40) + 10 * texture, u(20, 60) + grain)
+    soft = kidney_hu + (u(-60, 10) if contrast else u(-10, 10)) + grain
+    return np.where(texture > u(1.3, 2.0), u(300, 900), soft)  # calcified
+
+
+def _styled_kidney_hu(labels: np.ndarray, spacing_kji, style: PhantomStyle, rng: np.random.Generator) -> np.ndarray:
+    """HU inside a crop holding the kidneys and tumors; NaN where the label is background."""
+    hu = np.full(labels.shape, np.nan, dtype=np.float32)
+    texture = _smooth_noise(labels.shape, spacing_kji, 2.5, rng)
+    depth = _depth_mm(labels > 0, spacing_kji)
+    kidney = labels == 1
+    cortex_mm = rng.uniform(3.0, 6.0)
+    medulla = style.medulla_hu + 0.15 * abs(style.cortex_hu - style.medulla_hu) * np.sin(texture * 2.0)
+    level = np.where(depth < cortex_mm, style.cortex_hu, medulla) + style.texture_hu * texture
+    if style.collecting_hu is not None:
+        deepest = float(depth[kidney].max()) if kidney.any() else 0.0
+        collecting = depth > rng.uniform(0.6, 0.8) * deepest
+        level = np.where(collecting & (texture > -0.5), style.collecting_hu, level)
+    hu[kidney] = level[kidney]
+    kidney_hu = 0.5 * (style.cortex_hu + style.medulla_hu)
+    tumors = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray((labels == 2).astype(np.uint8))))
+    for lesion in range(1, int(tumors.max()) + 1):
+        inside = tumors == lesion
+        kind = str(rng.choice(style.tumor_kinds))
+        lesion_depth = _depth_mm(inside, spacing_kji)
+        hu[inside] = _tumor_hu(kind, kidney_hu, style, texture[inside], lesion_depth[inside], rng)
+        deepest = float(lesion_depth.max())
+        if kind in ("hypo", "iso", "hyper") and deepest > 8 and rng.random() < 0.5:
+            core = inside & (lesion_depth > rng.uniform(0.45, 0.7) * deepest)
+            hu[core] = rng.uniform(5, 30) + 6 * texture[core]
+    return hu
+
+
+def _superior_axis(geometry: Geometry) -> int:
+    """The image axis (i, j, k order) closest to the patient's superior-inferior direction."""
+    return int(np.argmax(np.abs(geometry.direction_matrix[2])))
+
+
+def _styled_blur(hu: np.ndarray, geometry: Geometry, style: PhantomStyle) -> sitk.Image:
+    """Partial volume and reconstruction: sigma max(0.4 x spacing, kernel) in-plane and the slice
+    profile (FWHM = slice thickness) along the superior-inferior axis, in mm."""
+    image = geometry.apply_to(sitk.GetImageFromArray(hu))
+    sigma = [max(0.4 * s, style.kernel_mm) for s in geometry.spacing_mm]
+    axis = _superior_axis(geometry)
+    sigma[axis] = max(0.4 * geometry.spacing_mm[axis], style.slice_mm / 2.355)
+    return sitk.SmoothingRecursiveGaussian(image, sigma)
+
+
+def _noise(shape, spacing_kji, style: PhantomStyle, rng: np.random.Generator) -> np.ndarray:
+    """Unit-std noise of a slab (k, j, i), with a grain of ``noise_grain_mm`` across each plane."""
+    white = rng.standard_normal(shape, dtype=np.float32)
+    if style.noise_grain_mm <= 0.2:
+        return white
+    image = sitk.GetImageFromArray(white)
+    image.SetSpacing(tuple(reversed(spacing_kji)))
+    variance = [style.noise_grain_mm ** 2] * 3
+    variance[2] = 0.0  # no grain across array planes
+    field = sitk.GetArrayFromImage(sitk.DiscreteGaussian(image, variance, 16, 0.01, True))
+    return field / max(float(field.std()), 1e-6)
+
+
+def synthesize_styled(label_map: Scan, seed: int, style: PhantomStyle) -> Scan:
+    """A styled phantom (int16 HU) on exactly ``label_map``'s grid; the anatomy follows
+    ``styled_labels(label_map, style)``. Deterministic for a seed and style."""
+    geometry = label_map.geometry
+    labels = styled_labels(label_map, style).array
+    rng = np.random.default_rng(seed)
+    lm = draw_landmarks(np.asarray(label_map.array), geometry, rng)
+    rx, ry = lm.body_radii
+    lm = replace(lm, body_radii=(rx * style.body_scale, ry * style.body_scale), fat_mm=style.fat_mm)
+    centroids = _kidney_centroids(np.asarray(label_map.array), geometry)
+    mimics = _draw_mimics(centroids, lm, style, rng)
+    hu = _on_grid(_styled_body_image(geometry, lm, style, mimics, rng), geometry)
+    box = bounding_box(labels > 0, margin=4)
+    if box is not None:
+        kidney = _styled_kidney_hu(np.asarray(labels[box]), geometry.array_spacing_mm, style, rng)
+        hu[box] = np.where(np.isnan(kidney), hu[box], kidney)
+    blurred_image = _styled_blur(hu, geometry, style)
+    del hu
+    blurred = sitk.GetArrayViewFromImage(blurred_image)
+    out = np.empty(geometry.array_shape, dtype=np.int16)
+    center = _grid_center(geometry)
+    for k0 in range(0, out.shape[0], SLAB_PLANES):
+        k1 = min(k0 + SLAB_PLANES, out.shape[0])
+        x, y = _in_plane_xy(geometry, k0, k1)
+        noisy = blurred[k0:k1] + style.noise_hu * _noise(x.shape, geometry.array_spacing_mm, style, rng)
+        outside = (x - center[0]) ** 2 + (y - center[1]) ** 2 > style.fov_radius_mm ** 2
+        out[k0:k1] = np.where(outside, OUTSIDE_FOV_HU, np.clip(np.rint(noisy), -1024, 3071))
+    return Scan.from_array(out, geometry, source=f"phantom(seed={seed}, {style.phase}) of {label_map.source}")
+
+
+def synthesize_case(label_map: Scan, seed: int, style: PhantomStyle) -> tuple[Scan, Scan]:
+    """(styled CT, the label map it shows): the label map edited as the style says (nephrectomy,
+    tumor-free), both on ``label_map``'s grid."""
+    from kitsrt.phantom.ct import synthesize_ct
+
+    return synthesize_ct(label_map, seed=seed, style=style), styled_labels(label_map, style)
