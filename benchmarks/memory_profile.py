@@ -47,14 +47,17 @@ def child(scan_path: str, backend: str, precision: str, threads: int, runs: int)
     from kitsrt.runtime.segmenter import Segmenter
 
     peaks: dict[str, int] = {}
+    cpu: dict[str, float] = {}  # process CPU seconds per stage (all threads): steadier than wall time under load
     original = timing.Timings.timer
 
     @contextlib.contextmanager
     def measured(self, stage):
         peaks["between"] = max(peaks.get("between", 0), _hwm_bytes())
         _reset_hwm()
+        start = time.process_time()
         with original(self, stage):
             yield
+        cpu[stage] = cpu.get(stage, 0.0) + time.process_time() - start
         peaks[stage] = max(peaks.get(stage, 0), _hwm_bytes())
         _reset_hwm()
 
@@ -65,27 +68,32 @@ def child(scan_path: str, backend: str, precision: str, threads: int, runs: int)
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(runs):
             peaks.clear()
+            cpu.clear()
             timings = timing.Timings()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             with timings.timer("read"):
                 scan = read_scan(scan_path)
             result = segmenter.segment(scan)
             with timings.timer("write"):
                 result.write(Path(tmp) / "seg.nii.gz", overwrite=True)
             seconds.append(time.perf_counter() - start)
+            cpu_total = time.process_time() - cpu_start
             stages = {**result.report["timings_s"], **timings.as_dict()}
             voxels = scan.image.GetNumberOfPixels()
             del scan, result
             peaks["between"] = max(peaks.get("between", 0), _hwm_bytes())
     import SimpleITK as sitk
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     sitk.ReadImage(scan_path)
-    decode_s = time.perf_counter() - start
+    decode_s, decode_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     outside_s = seconds[-1] - stages.get("coarse_net", 0.0) - stages.get("fine_net", 0.0)
+    outside_cpu_s = cpu_total - cpu.get("coarse_net", 0.0) - cpu.get("fine_net", 0.0)
     return {"stage_peak_bytes": peaks, "peak_bytes": max(max(peaks.values()), load_peak),
             "seconds": seconds, "stage_seconds": stages, "decode_s": decode_s, "outside_networks_s": outside_s,
-            "outside_networks_vs_decode": outside_s / decode_s, "voxels": voxels, "backend": segmenter.backend_name}
+            "outside_networks_vs_decode": outside_s / decode_s, "stage_cpu_s": cpu, "decode_cpu_s": decode_cpu_s,
+            "outside_networks_cpu_s": outside_cpu_s, "outside_networks_cpu_vs_decode": outside_cpu_s / decode_cpu_s,
+            "voxels": voxels, "backend": segmenter.backend_name}
 
 
 def run_child(tree: str, scan: str, config: str, threads: int, runs: int) -> dict:
@@ -125,7 +133,9 @@ def main() -> None:
                 print(f"{name:8s} {config:18s} peak {r['peak_bytes'] / 2**30:.3f} GiB (budget {budget / 2**30:.3f}); "
                       + ", ".join(f"{s} {b / 2**30:.2f}" for s, b in r["stage_peak_bytes"].items())
                       + f"\n{'':27s} outside networks {r['outside_networks_s']:.2f} s = "
-                      f"{r['outside_networks_vs_decode']:.2f}x decode ({r['decode_s']:.2f} s); "
+                      f"{r['outside_networks_vs_decode']:.2f}x decode ({r['decode_s']:.2f} s); CPU: outside "
+                      f"{r['outside_networks_cpu_s']:.2f} s = {r['outside_networks_cpu_vs_decode']:.2f}x decode "
+                      f"({r['decode_cpu_s']:.2f} s); "
                       + ", ".join(f"{s} {v:.2f}" for s, v in r["stage_seconds"].items()), flush=True)
     report = {"machine": describe_machine(), "scan": args.scan, "threads": args.threads, "runs": args.runs,
               "trees": {name: subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -70,3 +70,33 @@ def test_nearby_tumor_distances_on_the_tumors_box_decide_as_on_the_whole_crop(ma
     got = apply_rules(labels, (rule,), float(np.prod(spacing)) / 1000, spacing)
     assert (want != labels).any()  # the rule did something to check
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rules_on_the_labelled_box_give_the_whole_array_result(seed):
+    """``apply_rules`` runs the rules on the bounding box of the labelled voxels (plus one voxel): the
+    same labels as running them on the whole array, for every rule, with blobs at the array's faces,
+    enclosed holes and ties in component size."""
+    from kitsrt.runtime.pipeline import FillHoles, KidneyAndNearbyTumor, LargestComponents
+    from kitsrt.runtime.postprocess import _apply_in_place
+
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((40, 36, 44), np.uint8)
+    labels[10:24, 8:26, 12:34] = 1
+    labels[14:20, 12:20, 18:26] = 0  # an enclosed hole
+    for _ in range(10):
+        k, j, i = rng.integers(0, (38, 34, 42))
+        size = rng.integers(1, 4, 3)
+        labels[k:k + size[0], j:j + size[1], i:i + size[2]] = rng.integers(1, 3)
+    labels[0:2, 0:2, 0:2] = 1  # at a corner of the array
+    labels[30:32, 30:32, 40:42] = 1  # two equal blobs: a tie in size
+    labels[5:7, 30:32, 2:4] = 1
+    spacing = (0.8, 0.8, 2.0)
+    rules = (LargestComponents(labels=(1, 2), count=3, min_volume_ml=0.001), DropUnlessTouching(label=2, touching=1),
+             FillHoles(labels=(1, 2), fill_with=1), KidneyAndNearbyTumor(margin_mm=3.0, min_tumor_ml=0.01))
+    for rule in rules:
+        whole = labels.copy()
+        _apply_in_place(whole, (rule,), 0.00128, spacing)
+        assert (whole != labels).any() or isinstance(rule, DropUnlessTouching)
+        np.testing.assert_array_equal(apply_rules(labels, (rule,), 0.00128, spacing), whole)
+    assert not apply_rules(np.zeros((4, 4, 4), np.uint8), rules, 0.001, spacing).any()

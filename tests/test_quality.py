@@ -141,3 +141,19 @@ def test_diameter_heuristic_keeps_the_same_points_in_chunks():
     projections = points @ directions.T
     whole = np.unique(np.concatenate([projections.argmin(axis=0), projections.argmax(axis=0)]))
     np.testing.assert_array_equal(_extreme_points(points, directions, chunk=333), whole)
+
+
+def test_distance_to_kidney_on_the_box_of_kidney_and_lesions_is_that_of_the_whole_crop():
+    from kitsrt.runtime.measure import distance_map_mm
+
+    rng = np.random.default_rng(4)
+    kidney = np.zeros(GRID.array_shape, bool)
+    kidney[5:12, 8:20, 10:30] = True
+    lesion = np.zeros_like(kidney)
+    for _ in range(5):
+        k, j, i = rng.integers(0, np.array(GRID.array_shape) - 3)
+        lesion[k:k + 3, j:j + 3, i:i + 3] = True
+    whole = distance_map_mm(kidney, GRID)
+    boxed = distance_map_mm(kidney, GRID, around=lesion)
+    np.testing.assert_array_equal(boxed[lesion], whole[lesion])
+    assert np.isnan(boxed).any()  # something was left out

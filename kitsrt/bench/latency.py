@@ -304,6 +304,8 @@ def markdown_table(report: dict) -> str:
         lines.append("| stage | " + " | ".join(configs) + " |")
         lines.append("| --- |" + " ---: |" * len(configs))
         for stage in (*STAGES, "networks", "end_to_end"):
+            if not any(stage in case["configs"][key]["stages"] for key in configs):
+                continue  # another pipeline kind's stage
             cells = []
             for key in configs:
                 s = case["configs"][key]["stages"].get(stage)

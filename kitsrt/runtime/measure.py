@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from kitsrt.io import Geometry, Scan
+from kitsrt.io.masks import bounding_box
 
 EXACT_DIAMETER_POINTS = 2500  # above this many boundary points, extreme points are found first
 
@@ -80,14 +81,22 @@ def _round(values, digits: int = 1) -> list[float]:
     return [round(float(v), digits) for v in values]
 
 
-def distance_map_mm(target: np.ndarray, geometry: Geometry) -> np.ndarray | None:
+def distance_map_mm(target: np.ndarray, geometry: Geometry, around: np.ndarray | None = None) -> np.ndarray | None:
     """Distance (mm, centre to centre) of every voxel to the nearest ``target`` voxel (<= 0 inside);
-    None when ``target`` is empty."""
+    None when ``target`` is empty. With an ``around`` mask, computed only on the bounding box of
+    ``target`` and ``around`` (exact there: every target voxel is inside it) and NaN elsewhere."""
     if not target.any():
         return None
-    image = Scan.from_array(target.astype(np.uint8), geometry).image
-    return sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
-                                                               useImageSpacing=True))
+    box = bounding_box(target | around) if around is not None else tuple(slice(0, n) for n in target.shape)
+    image = sitk.GetImageFromArray(target[box].astype(np.uint8))
+    image.SetSpacing(geometry.spacing_mm)
+    distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                                                   useImageSpacing=True))
+    if around is None:
+        return distance
+    full = np.full(target.shape, np.nan, np.float32)
+    full[box] = distance
+    return full
 
 
 def lesions(labels: np.ndarray, geometry: Geometry, label: int, near: np.ndarray | None = None) -> list[dict]:
@@ -102,7 +111,7 @@ def lesions(labels: np.ndarray, geometry: Geometry, label: int, near: np.ndarray
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(components)
     array = sitk.GetArrayViewFromImage(components)
-    distance = distance_map_mm(near, geometry) if near is not None else None
+    distance = distance_map_mm(near, geometry, around=mask) if near is not None else None
     found = []
     for index in stats.GetLabels():
         x0, y0, z0, nx, ny, nz = stats.GetBoundingBox(index)
