@@ -92,7 +92,10 @@ def kidney_and_nearby_tumor(labels: np.ndarray, rule: KidneyAndNearbyTumor, spac
     tumors = components_by_size(labels == rule.tumor)
     touching = float(np.linalg.norm(spacing_mm)) + 1e-6  # a 26-neighbour of kidney tissue
     near = np.zeros(0, tumors.dtype)
-    if tumors.any():  # distances only where a tumor is: decisions up to max(margin, touching) are exact
+    # A voxel outside the kidney is at least one voxel spacing from it: with a smaller margin no tumor
+    # is "near" (those touching the kidney are already in its component), so no distance is needed.
+    reachable = rule.margin_mm + 1e-6 >= min(float(s) for s in spacing_mm)
+    if tumors.any() and reachable:  # distances only around the tumors: decisions up to the reach are exact
         box, distance = distance_near(kidney, tumors > 0, spacing_mm, max(rule.margin_mm + 1e-6, touching))
         near_tumors = tumors[box]
         near = np.unique(near_tumors[(near_tumors > 0) & (distance <= rule.margin_mm + 1e-6)])
