@@ -176,10 +176,12 @@ def test_unwritable_report_is_a_one_line_error(tmp_path, monkeypatch):
     def refuse(src, dst):
         raise PermissionError(13, "Permission denied", str(dst))
 
-    monkeypatch.setattr(os, "replace", refuse)
-    with pytest.raises(InputError, match="could not write it: Permission denied"):
-        write_text_atomic("{}", tmp_path / "report.json")
-    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(os, "replace", refuse)  # the rename over an output (--overwrite) ...
+    monkeypatch.setattr(os, "link", refuse)  # ... and the no-clobber link that takes a new name
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="could not write it: Permission denied"):
+            write_text_atomic("{}", tmp_path / "report.json", overwrite=overwrite)
+        assert list(tmp_path.iterdir()) == []
 
 
 # --- discovery ---------------------------------------------------------------------------------
