@@ -274,3 +274,68 @@ def test_tiling_and_gaussian_are_nnunets():
         assert ops.sliding_window_steps(shape, patch, 0.5) == compute_steps_for_sliding_window(shape, patch, 0.5)
     expected = compute_gaussian((24, 48, 56), 1.0 / 8, 10, torch.float16, torch.device("cpu")).numpy()
     assert np.array_equal(ops.gaussian_importance((24, 48, 56), dtype=np.float16), expected)
+
+
+@pytest.fixture(scope="session")
+def nnunet_calibration(nnunet, tmp_path_factory):
+    """A copy of the imported package and its calibration set: three small phantoms at the training
+    geometry (slices along i, as nnU-Net planned for), one held out, through ``build_set``."""
+    from nnunet_model import phantom_image
+
+    from kitsrt.calibration.dataset import Source, build_set
+    from kitsrt.io import read_ct, read_label_map
+    from kitsrt.runtime.package import load_package
+    from kitsrt.runtime.segmenter import Segmenter
+
+    root = tmp_path_factory.mktemp("nnunet_toolchain")
+    package = root / "package"
+    shutil.copytree(nnunet.package, package)
+    sources = []
+    for n in range(3):
+        ct, labels = phantom_image(300 + n, (24, 64, 60), (8.0, 6.0, 6.0))
+        sitk.WriteImage(ct, str(root / f"ct_{n}.nii.gz"))
+        sitk.WriteImage(labels, str(root / f"labels_{n}.nii.gz"))
+        sources.append(Source(f"small_{n}", read_ct(root / f"ct_{n}.nii.gz"),
+                              read_label_map(root / f"labels_{n}.nii.gz"), str(root / f"ct_{n}.nii.gz")))
+    with Segmenter.load(package, threads=1) as segmenter:
+        build_set(sources, load_package(package), segmenter, root / "calib", holdout_fraction=0.34, seed=2,
+                  tiles_per_case=2)
+    return SimpleNamespace(package=package, calib=root / "calib")
+
+
+@pytest.mark.parametrize("precision, options, agreement", [
+    ("fp16", [], 0.999),
+    ("int8", ["--method", "minmax", "--target-agreement", "0.99", "--probe-inputs", "2"], 0.98),
+])
+def test_imported_package_calibrates_quantizes_and_infers(nnunet, nnunet_calibration, tmp_path, precision, options,
+                                                          agreement):
+    """calibrate -> quantize (behind the whole-package gate) -> infer at that precision, on the
+    imported nnU-Net package exactly as on the demo; the held-out case is read back from its file."""
+    from kitsrt.calibration.dataset import load_manifest
+
+    package, calib = nnunet_calibration.package, nnunet_calibration.calib
+    manifest = load_manifest(calib)
+    assert manifest["kind"] == "sliding-window" and list(manifest["networks"]) == ["fold_0", "fold_1"]
+    result = run("quantize", "--calibration", calib, "--model", package, "--precision", precision,
+                 "--max-dice-drop", "1.0", "--threads", "1", *options)
+    assert result.exit_code == 0, result.output
+    for fold in ("fold_0", "fold_1"):
+        card = json.loads((package / f"{fold}.{precision}.json").read_text())
+        gate = card["gate"]
+        assert gate["kind"] == "sliding-window" and gate["heldout_cases"] == 1 and gate["passed"]
+        assert gate["composite_dice_delta"] is not None and gate["stages"][fold]["inputs"] == 2
+        if precision == "int8":
+            assert card["mixed_precision"]["agreement"] >= 0.99
+            assert card["calibration"]["inputs"] == 4  # 2 patches x 2 calibration cases
+    outputs = {}
+    for run_precision in ("fp32", precision):
+        out = tmp_path / f"{run_precision}.nii.gz"
+        result = run("infer", nnunet.image, "--model", package, "--precision", run_precision, "-o", out,
+                     "--report", tmp_path / f"{run_precision}.json", "--threads", "1")
+        assert result.exit_code == 0, result.output
+        outputs[run_precision] = sitk.ReadImage(str(out))
+        report = json.loads((tmp_path / f"{run_precision}.json").read_text())
+        assert {m["precision"] for m in report["models"]} == {run_precision}
+    assert geometry(outputs[precision]) == geometry(sitk.ReadImage(str(nnunet.image)))
+    fp32, reduced = (sitk.GetArrayFromImage(outputs[p]) for p in ("fp32", precision))
+    assert np.mean(fp32 == reduced) >= agreement

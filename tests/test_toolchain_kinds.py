@@ -235,3 +235,30 @@ def test_a_set_for_another_package_is_refused_in_one_line(case, message, package
         assert result.exit_code == ModelPackageError.exit_code == 4, result.output
         assert message in result.output and len(result.output.strip().splitlines()) <= 2
     assert sorted(p.name for p in target.iterdir()) == before
+
+
+NETWORK_STAGES = {"cascade": ("coarse_net", "fine_net"), "nested": ("kidney_net", "tumor_net"),
+                  "sliding-window": ("network",)}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bench_times_any_package_per_stage(kind, packages, tmp_path):
+    result = runner.invoke(app, ["bench", "--model", str(packages[kind]), "--quick", "--runs", "1", "--threads", "1",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["package"] == {"path": str(packages[kind]), "kind": kind}
+    (case,) = report["cases"]
+    assert list(case["configs"]) == ["onnxruntime/fp32"]  # no torch eager / MONAI baselines for a --model run
+    assert case["speedup_vs_torch_eager"] is None and case["sliding_window_baseline"] is None
+    stages = case["configs"]["onnxruntime/fp32"]["stages"]
+    networks = sum(stages[s]["median_s"] for s in NETWORK_STAGES[kind])
+    assert networks > 0 and np.isclose(stages["networks"]["median_s"], networks)
+    assert stages["networks"]["median_s"] < stages["end_to_end"]["median_s"]
+    assert f"{packages[kind]} onnxruntime/fp32" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_refuses_a_bad_package_in_one_line(tmp_path):
+    result = runner.invoke(app, ["bench", "--model", str(tmp_path / "nope"), "--quick", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 4 and "model package folder not found" in result.output
+    assert not (tmp_path / "o" / "bench.json").exists()

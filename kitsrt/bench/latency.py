@@ -2,10 +2,12 @@
 
 Each measurement runs in its own child process, so its peak RSS is its own and nothing is warm
 that should not be. In one run, per case:
-* the cascade on each requested backend/precision: per-stage median and p95 over warm runs
-  (read, coarse preprocessing, coarse net, VOI, fine preprocessing, fine net, post-processing, write);
-* baseline (b): the same cascade on the PyTorch eager backend (isolates the inference engine);
+* the package (default: the bundled seed 002 cascade; ``--model``: a package of any kind) on each
+  requested backend/precision: per-stage median and p95 over warm runs (read, each kind's own
+  preprocessing / network / post-processing stages, write); ``networks`` sums the network stages;
 * baseline (c): the bare decode of the input file (the floor no pipeline beats);
+and for the default cascade only:
+* baseline (b): the same cascade on the PyTorch eager backend (isolates the inference engine);
 * baseline (a): the fine network over the WHOLE scan resampled to 1 mm with MONAI's
   ``sliding_window_inference`` (Gaussian, overlap 0.5), the usual way to run such a model. Unless
   ``full_baseline`` is set it is timed on a few windows and scaled by the exact window count (plus
@@ -26,9 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kitsrt.runtime.timing import STAGES
-
-NETWORK_STAGES = ("coarse_net", "fine_net")
+from kitsrt.runtime.timing import NETWORK_STAGES, STAGES
 
 
 def describe_machine() -> str:
@@ -59,13 +59,15 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def cascade_child(scan_path: str, backend: str, precision: str, runs: int, threads: int) -> dict:
-    """Run in a child process: one warm-up then ``runs`` timed cascades, end to end incl. write."""
+def cascade_child(scan_path: str, backend: str, precision: str, runs: int, threads: int,
+                  model: str | None = None) -> dict:
+    """Run in a child process: one warm-up then ``runs`` timed runs of the package ``model`` (None:
+    the bundled cascade; any kind), end to end incl. write."""
     from kitsrt.io import read_scan
     from kitsrt.runtime.segmenter import Segmenter
     from kitsrt.runtime.timing import Timings
 
-    segmenter = Segmenter.load(backend=backend, threads=threads, precision=precision)
+    segmenter = Segmenter.load(model, backend=backend, threads=threads, precision=precision)
     per_run = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(runs + 1):
@@ -178,7 +180,7 @@ def _networks_s(run: dict) -> float:
 
 
 def time_configs(case: str, scan_path: Path, keys: list[str], runs: int, rounds: int, threads: int,
-                 progress=print) -> dict:
+                 progress=print, model: Path | None = None) -> dict:
     """Every ``backend/precision`` in ``keys``, each in its own child process per round, the configs
     interleaved round by round (so drift on a shared machine hits them alike): ``runs`` warm runs per
     config in all. A config that cannot run here is recorded with its reason, not timed."""
@@ -188,9 +190,10 @@ def time_configs(case: str, scan_path: Path, keys: list[str], runs: int, rounds:
         for key in keys:
             if "unavailable" in raw[key]:
                 continue
-            progress(f"{case}: cascade {key} (round {round_ + 1}/{rounds})")
+            progress(f"{case}: {'cascade' if model is None else model.name} {key} (round {round_ + 1}/{rounds})")
             try:
-                child = run_child("cascade_child", str(scan_path), *key.split("/"), per_round, threads)
+                child = run_child("cascade_child", str(scan_path), *key.split("/"), per_round, threads,
+                                  None if model is None else str(model))
             except RuntimeError as exc:
                 raw[key]["unavailable"] = str(exc).strip().splitlines()[-1][:300]
                 continue
@@ -211,15 +214,21 @@ def time_configs(case: str, scan_path: Path, keys: list[str], runs: int, rounds:
 
 
 def bench_case(case: str, scan_path: Path, configs: list[tuple[str, str]], runs: int, threads: int,
-               baseline_windows: int, full_baseline: bool, progress=print, rounds: int = 1) -> dict:
+               baseline_windows: int, full_baseline: bool, progress=print, rounds: int = 1,
+               model: Path | None = None) -> dict:
     """All measurements of one case. ``configs`` lists (backend, precision); the first is the subject.
-    Ratios to the subject (``vs_subject``) compare medians from the same interleaved rounds."""
+    Ratios to the subject (``vs_subject``) compare medians from the same interleaved rounds. ``model``
+    None: the bundled cascade with its baselines (torch eager, whole-scan sliding window); a package
+    of any kind: its configurations and the bare decode only."""
     progress(f"{case}: decode")
     decode = run_child("decode_child", str(scan_path), runs)
-    keys = list(dict.fromkeys([f"{b}/{p}" for b, p in configs] + ["torch/fp32"]))
-    results = time_configs(case, scan_path, keys, runs, rounds, threads, progress)
-    progress(f"{case}: baseline sliding window")
-    window = run_child("sliding_window_child", str(scan_path), threads, baseline_windows, full_baseline)
+    baselines = model is None
+    keys = list(dict.fromkeys([f"{b}/{p}" for b, p in configs] + (["torch/fp32"] if baselines else [])))
+    results = time_configs(case, scan_path, keys, runs, rounds, threads, progress, model)
+    window = None
+    if baselines:
+        progress(f"{case}: baseline sliding window")
+        window = run_child("sliding_window_child", str(scan_path), threads, baseline_windows, full_baseline)
     subject_key = keys[0]
     subject = results[subject_key]
     if "unavailable" in subject:
@@ -231,10 +240,12 @@ def bench_case(case: str, scan_path: Path, configs: list[tuple[str, str]], runs:
             r["vs_subject"] = {s: r["stages"][s]["median_s"] / subject["stages"][s]["median_s"]
                                for s in ("end_to_end", "networks")}
             r["outside_networks_vs_decode"] = outside_networks(r["stages"]) / decode_s
+    torch_eager = results.get("torch/fp32", {}).get("stages")
     return {
         "case": case, "input": str(scan_path), "voxels": decode["voxels"], "subject": subject_key,
-        "speedup_vs_sliding_window": window["seconds"] / e2e,
-        "speedup_vs_torch_eager": results["torch/fp32"]["stages"]["end_to_end"]["median_s"] / e2e,
+        "package": "bundled demo (cascade)" if model is None else str(model),
+        "speedup_vs_sliding_window": window["seconds"] / e2e if window else None,
+        "speedup_vs_torch_eager": torch_eager["end_to_end"]["median_s"] / e2e if baselines and torch_eager else None,
         "outside_networks_vs_decode": outside_networks(subject["stages"]) / decode_s,
         "peak_rss_bytes": subject["peak_rss_bytes"],
         "rss_budget_bytes": 2 * decode["voxels"] + 2**30,
@@ -277,16 +288,28 @@ def bench_scans(kits19: Path | None, work: Path, quick: bool) -> list[tuple[str,
     return scans
 
 
+def _subject_line(case: dict) -> str:
+    package = case.get("package", "bundled demo (cascade)")
+    return f"cascade {case['subject']}" if package.startswith("bundled demo") else f"{package} {case['subject']}"
+
+
+def _baseline_text(case: dict) -> str:
+    """The cascade's baselines, where they ran (the bundled demo only)."""
+    if case.get("speedup_vs_sliding_window") is None:
+        return ""
+    return (f"{case['speedup_vs_sliding_window']:.0f}x faster than whole-scan sliding window "
+            f"({case['sliding_window_baseline']['method']}); {case['speedup_vs_torch_eager']:.2f}x faster "
+            "than the torch eager cascade; ")
+
+
 def markdown_table(report: dict) -> str:
     lines = [f"Machine: {report['machine']}. {report['runs']} warm runs per configuration; medians (p95) in "
              "seconds.", ""]
     for case in report["cases"]:
         subject = case["configs"][case["subject"]]
-        lines += [f"**{case['case']}**, {case['voxels'] / 1e6:.0f} M voxels: cascade {case['subject']} "
-                  f"{subject['stages']['end_to_end']['median_s']:.2f} s end to end; "
-                  f"{case['speedup_vs_sliding_window']:.0f}x faster than whole-scan sliding window "
-                  f"({case['sliding_window_baseline']['method']}); {case['speedup_vs_torch_eager']:.2f}x faster "
-                  f"than the torch eager cascade; outside the networks {case['outside_networks_vs_decode']:.2f}x "
+        lines += [f"**{case['case']}**, {case['voxels'] / 1e6:.0f} M voxels: {_subject_line(case)} "
+                  f"{subject['stages']['end_to_end']['median_s']:.2f} s end to end; {_baseline_text(case)}"
+                  f"outside the networks {case['outside_networks_vs_decode']:.2f}x "
                   f"the bare decode ({case['decode_s']:.2f} s); peak RSS {case['peak_rss_bytes'] / 2**30:.2f} GiB "
                   f"(budget {case['rss_budget_bytes'] / 2**30:.2f} GiB).", ""]
         lines += ["| configuration | end to end (s) | networks (s) | end to end vs subject | networks vs subject "
@@ -344,7 +367,8 @@ def plot_png(report: dict, path: Path) -> bool:
     ax.set_xlabel("median seconds per scan")
     ax.invert_yaxis()
     ax.legend(ncol=4, fontsize=8, loc="lower right")
-    ax.set_title(f"kitsrt cascade, per stage ({report['machine']})", fontsize=9)
+    what = report.get("package", {}).get("kind", "cascade")
+    ax.set_title(f"kitsrt {what}, per stage ({report['machine']})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -24,7 +24,10 @@ from kitsrt.io import write_text_atomic
 SHARED_KITS19 = Path(__file__).resolve().parents[3] / "shared" / "data" / "kits19"
 
 
-def require_bench_extra() -> None:
+def require_bench_extra(baselines: bool = True) -> None:
+    """torch and MONAI, which the bundled cascade's baselines need (a ``--model`` run needs neither)."""
+    if not baselines:
+        return
     from kitsrt.training import require_torch
 
     require_torch()
@@ -43,10 +46,18 @@ def check_cases(cases: list[str]) -> None:
 
 def run_bench(out: Path, kits19: Path | None, runs: int, threads: int, backends: list[str], precisions: list[str],
               baseline_windows: int, full_baseline: bool, work: Path | None, quick: bool, cases: list[str],
-              rounds: int, throughput: bool, progress: Callable[[str], None]) -> tuple[dict, str, bool]:
+              rounds: int, throughput: bool, progress: Callable[[str], None],
+              model: Path | None = None) -> tuple[dict, str, bool]:
     """Time every (backend, precision) on each case; returns (report, markdown table, whether a PNG
-    was written). ``kits19`` None: the shared KiTS19 folder when present, else procedural cases."""
-    require_bench_extra()
+    was written). ``kits19`` None: the shared KiTS19 folder when present, else procedural cases.
+    ``model``: a package of any kind instead of the bundled cascade (timed per stage, no baselines)."""
+    if model is not None:
+        from kitsrt.runtime.package import load_package
+
+        load_package(model)  # a bad package fails here, in one line, before any phantom is made
+        if throughput:
+            raise InputError("--throughput times the bundled cascade only; leave out --model or --throughput")
+    require_bench_extra(baselines=model is None)
     check_cases(cases)
     out.mkdir(parents=True, exist_ok=True)
     kits19 = kits19 or (SHARED_KITS19 if SHARED_KITS19.exists() else None)
@@ -56,8 +67,12 @@ def run_bench(out: Path, kits19: Path | None, runs: int, threads: int, backends:
         if cases and not quick:  # --quick: its one tiny case, whatever --cases says
             scans = [(name, path) for name, path in scans if name.split(" ")[0] in cases]
         results = [bench_case(name, path, configs, runs, threads, 1 if quick else baseline_windows, full_baseline,
-                              progress=progress, rounds=rounds) for name, path in scans]
+                              progress=progress, rounds=rounds, model=model) for name, path in scans]
         report = {"machine": describe_machine(), "runs": runs, "rounds": rounds, "threads": threads, "cases": results}
+        if model is not None:
+            from kitsrt.runtime.package import load_package
+
+            report["package"] = {"path": str(model), "kind": load_package(model).spec.kind}
         if throughput:
             from kitsrt.bench.throughput import bench_throughput, throughput_scans
 

@@ -17,7 +17,8 @@ import numpy as np
 from kitsrt.calibration.dataset import role_arrays
 from kitsrt.engines import create_backend
 from kitsrt.eval.metrics import score_case
-from kitsrt.io import read_ct, read_label_map
+from kitsrt.errors import InputError
+from kitsrt.io import read_ct, read_label_map, sha256_of
 from kitsrt.phantom import synthesize_ct
 from kitsrt.runtime.inference import run_network
 from kitsrt.runtime.kinds import Role, roles_of
@@ -46,7 +47,11 @@ def heldout_ct(set_folder: Path, entry: dict, labels):
     source file when it was real imaging."""
     if entry.get("phantom_seed") is not None:
         return synthesize_ct(labels, seed=entry["phantom_seed"])
-    return read_ct(entry["path"])
+    path = Path(entry["path"])
+    if not path.is_file() or (entry.get("sha256") and sha256_of(path) != entry["sha256"]):
+        raise InputError(f"{set_folder}: held-out case {entry['case']}'s scan {path} is missing or changed since "
+                         "the calibration set was made; rebuild the set with `kitsrt calibrate`")
+    return read_ct(path)
 
 
 def package_dice(package: ModelPackage, variants: dict[str, Path], set_folder: Path, manifest: dict,

@@ -30,17 +30,21 @@ def bench(
     rounds: int = typer.Option(1, min=1, max=100, help="Interleave the configurations over this many rounds (each a fresh process)."),
     throughput: bool = typer.Option(False, "--throughput", help="Also time 10 median-size phantoms through one "
                                     "loaded Segmenter, overlapped and one by one (scans per hour, CPU use)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Time this package (any kind: cascade, nested, "
+                                         "sliding-window) instead of the bundled cascade; no baselines but the decode."),
 ):
     """Time the cascade per stage on phantoms at real KiTS19 geometries, next to the whole-scan
-    sliding window (MONAI), the torch eager cascade and the bare decode, in one run.
+    sliding window (MONAI), the torch eager cascade and the bare decode, in one run; or, with
+    --model, any package per stage, backend and precision.
 
     Example: kitsrt bench --runs 3   (needs the bench extra: pip install -e '.[bench]')
+    Example: kitsrt bench --model kitsrt/packages/seed004_demo --quick --precisions fp32,fp16,int8
     """
     from kitsrt.bench.run import run_bench
 
     _, table, plotted = run_bench(out, kits19, runs, threads, backends.split(","), precisions.split(","),
                                   baseline_windows, full_baseline, work, quick, comma_list(cases), rounds, throughput,
-                                  progress=say)
+                                  progress=say, model=model)
     Console(highlight=False, width=200).print(table)
     say(f"wrote {out / 'bench.json'}, {out / 'bench.md'}" + (f", {out / 'bench.png'}" if plotted else
                                                                 " (no PNG: matplotlib missing)"))
