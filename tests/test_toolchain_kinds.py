@@ -262,3 +262,28 @@ def test_bench_refuses_a_bad_package_in_one_line(tmp_path):
     result = runner.invoke(app, ["bench", "--model", str(tmp_path / "nope"), "--quick", "--out", str(tmp_path / "o")])
     assert result.exit_code == 4 and "model package folder not found" in result.output
     assert not (tmp_path / "o" / "bench.json").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_shipped_seed004_variants_passed_their_gate_and_follow_fp32(precision, small_case):
+    """The bundled seed 004 demo ships gated FP16 and INT8 variants of both roles."""
+    from kitsrt.io import sha256_of
+    from kitsrt.runtime.package import bundled_package_path
+
+    demo = bundled_package_path("seed004_demo")
+    for role in ("kidney", "tumor"):
+        model = demo / f"{role}.{precision}.onnx"
+        card = json.loads(model.with_suffix(".json").read_text())
+        assert card["precision"] == precision and card["onnx_sha256"] == sha256_of(model)
+        assert card["fp32_sha256"] == sha256_of(demo / f"{role}.onnx")
+        gate = card["gate"]
+        assert gate["kind"] == "nested" and gate["passed"] and gate["heldout_cases"] == 3
+        assert gate["composite_dice_delta"] >= -gate["max_dice_drop"] == -0.005
+        if precision == "int8":
+            assert check_tensorrt_qdq(onnx.load(model)) == []
+            assert card["mixed_precision"]["agreement"] >= card["mixed_precision"]["target"] == 0.99
+    if precision == "int8":  # one run at the precision that moves most (a 168^3 pass costs seconds)
+        _, ct = small_case
+        with Segmenter.load(demo, threads=1) as fp32, Segmenter.load(demo, threads=1, precision=precision) as reduced:
+            a, b = fp32.segment(ct), reduced.segment(ct)
+        assert b.geometry == ct.geometry and (a.labels == b.labels).mean() > 0.995
