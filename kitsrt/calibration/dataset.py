@@ -151,7 +151,7 @@ def load_manifest(folder: Path) -> dict:
     return manifest
 
 
-def check_set_matches(manifest: dict, package: ModelPackage, folder: Path, roles: list[str] | None = None) -> None:
+def check_set_matches(manifest: dict, package: ModelPackage, folder: Path) -> None:
     """Refuse (ModelPackageError, exit 4) a set made for another kind or package: same kind, every
     role of the package present, each drawn with the same network file (SHA-256)."""
     spec = package.spec
@@ -161,8 +161,6 @@ def check_set_matches(manifest: dict, package: ModelPackage, folder: Path, roles
                                 f"`kitsrt calibrate --model {package.folder}`")
     recorded = manifest.get("networks", {})
     for role, network in spec.networks().items():
-        if roles is not None and role not in roles:
-            continue
         if role not in recorded:
             raise ModelPackageError(f"{folder}: calibration set has no inputs for role {role!r} (it has "
                                     f"{', '.join(recorded) or 'none'}); build one for this package with "
