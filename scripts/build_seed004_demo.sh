@@ -32,3 +32,4 @@ kitsrt calibrate --model "$out" --cases "$work/seed004_calib_cases" -o "$work/se
 kitsrt quantize --model "$out" --calibration "$work/seed004_calib" --precision fp16
 kitsrt quantize --model "$out" --calibration "$work/seed004_calib" --precision int8 --method minmax \
     --target-agreement 0.99 --probe-inputs 2
+kitsrt quantize --model "$out" --calibration "$work/seed004_calib" --precision bf16   # OpenVINO, a CPU with BF16

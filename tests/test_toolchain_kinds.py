@@ -287,3 +287,16 @@ def test_shipped_seed004_variants_passed_their_gate_and_follow_fp32(precision, s
         with Segmenter.load(demo, threads=1) as fp32, Segmenter.load(demo, threads=1, precision=precision) as reduced:
             a, b = fp32.segment(ct), reduced.segment(ct)
         assert b.geometry == ct.geometry and (a.labels == b.labels).mean() > 0.995
+
+
+def test_shipped_seed004_bf16_cards_passed_their_gate_on_the_fp32_files():
+    from kitsrt.io import sha256_of
+    from kitsrt.runtime.package import bundled_package_path
+
+    demo = bundled_package_path("seed004_demo")
+    for role in ("kidney", "tumor"):
+        card = json.loads((demo / f"{role}.bf16.json").read_text())
+        assert card["precision"] == "bf16" and card["onnx_sha256"] == sha256_of(demo / f"{role}.onnx")
+        gate = card["gate"]
+        assert gate["kind"] == "nested" and gate["backend"] == "openvino" and gate["heldout_cases"] == 3
+        assert gate["passed"] and gate["composite_dice_delta"] >= -gate["max_dice_drop"] == -0.005
