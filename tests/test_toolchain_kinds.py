@@ -200,6 +200,8 @@ def test_build_without_tensorrt_says_so_and_writes_nothing(kind, packages):
     result = runner.invoke(app, ["build", "--model", str(packages[kind])])
     assert result.exit_code == BackendUnavailable.exit_code == 6
     assert "TensorRT is not installed" in result.output
+    result = runner.invoke(app, ["build", "--model", str(packages[kind]), "--precision", "bf16"])
+    assert result.exit_code == 2 and "expected one of fp32, fp16, int8" in result.output
     assert sorted(p.name for p in packages[kind].iterdir()) == before
 
 

@@ -44,14 +44,19 @@ class EnginePlan:
     shapes: dict[str, tuple[int, ...]]
 
 
+def check_engine_precision(precision: str) -> None:
+    """InputError (exit 2) unless ``precision`` is one an engine can be built from."""
+    if precision not in ENGINE_PRECISIONS:
+        raise InputError(f"--precision {precision!r}: expected one of {', '.join(ENGINE_PRECISIONS)} (TensorRT "
+                         "builds the precision stored in the ONNX file)")
+
+
 def engine_plans(package: ModelPackage, precision: str) -> list[EnginePlan]:
     """The engines ``build_engines`` compiles for a package of any kind: one per network role, from
     the ONNX file of ``precision`` (fp32, or a variant ``kitsrt quantize`` made), with the profile of
     the shapes the kind feeds that role (cascade, nested: batch 1 over the network's min..max shape;
     sliding-window: the fixed patch, batch 1 up to the tile and its mirrored copies)."""
-    if precision not in ENGINE_PRECISIONS:
-        raise InputError(f"--precision {precision!r}: expected one of {', '.join(ENGINE_PRECISIONS)} (TensorRT "
-                         "builds the precision stored in the ONNX file)")
+    check_engine_precision(precision)
     plans = []
     for name, role in roles_of(package.spec).items():
         onnx_path = (package.model_path(role.network) if precision == "fp32"
@@ -68,6 +73,7 @@ def build_engines(model: Path | None, precision: str, workspace_bytes: int,
     BackendUnavailable (exit 6) saying so, before anything is read or written."""
     from kitsrt.engines.tensorrt_build import build_engine, import_tensorrt
 
+    check_engine_precision(precision)
     import_tensorrt()
     package = load_package(model)
     built = []
