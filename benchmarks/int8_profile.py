@@ -27,20 +27,22 @@ import onnxruntime as ort
 import openvino as ov
 
 from kitsrt.bench.latency import describe_machine
-from kitsrt.calibration.dataset import Source, stage_inputs
 from kitsrt.calibration.precision import fixed_patches, quantizable_nodes
-from kitsrt.engines import create_backend
 from kitsrt.phantom import procedural_label_map, synthesize_ct
+from kitsrt.runtime.kinds import kind_of
 from kitsrt.runtime.package import load_package
+from kitsrt.runtime.segmenter import Segmenter
 
 THREADS = 2
 
 
 def phantom_vois(package, seeds=(1, 2)) -> list[np.ndarray]:
-    with create_backend("onnxruntime", str(package.model_path(package.spec.coarse)), THREADS) as coarse:
-        return [v for seed in seeds for v in stage_inputs(
-            Source(f"p{seed}", synthesize_ct(procedural_label_map((256, 256, 96), (1.5, 1.5, 3.0), seed=seed), seed=seed),
-                   None, ""), package, coarse)["fine"]]
+    """The fine network's inputs (the grown VOIs) on procedural phantoms, as the runtime feeds them."""
+    with Segmenter.load(package.folder, threads=THREADS) as segmenter:
+        spec = segmenter.package.spec
+        return [v for seed in seeds for v in kind_of(spec).network_inputs(
+            synthesize_ct(procedural_label_map((256, 256, 96), (1.5, 1.5, 3.0), seed=seed), seed=seed), spec,
+            segmenter.backends)["fine"]]
 
 
 def layouts(fine: Path, arrays: list[np.ndarray], folder: Path) -> dict[str, Path]:
