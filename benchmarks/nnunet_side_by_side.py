@@ -2,7 +2,8 @@
 the same scans, one run: label-map agreement, end-to-end wall time and peak RSS of each, and where
 the time goes in both.
 
-    python benchmarks/nnunet_side_by_side.py --work work/nnunet_bench [--cases small,median,largest] [--threads 2]
+    python benchmarks/nnunet_side_by_side.py --work work/nnunet_bench [--cases small,median,largest] [--tta on,off]
+        [--threads 2]
 
 The model folder is the test's (tests/nnunet_model.py: nnU-Net's fingerprint, plans and preprocessing
 on procedural phantoms, the stock trainer's checkpoints, two folds; its network is small: patch
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("work/nnunet_bench"))
     parser.add_argument("--cases", default="small,median")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tta", default="on,off", help="on, off or on,off")
     args = parser.parse_args()
     work = args.work.resolve()
     env = dict(os.environ, PYTHONPATH=str(REPO), nnUNet_compile="false", OMP_NUM_THREADS=str(args.threads),
@@ -153,7 +155,7 @@ def main() -> None:
     rows = []
     for name in args.cases.split(","):
         scan = scan_for(name, work)
-        for tta in (True, False):
+        for tta in [setting == "on" for setting in args.tta.split(",")]:
             rows.append(measure_case(name, scan, tta, model, packages[tta], work, env, args.threads))
             rows[-1]["run_started"] = run_started
             print(json.dumps(rows[-1]), flush=True)
