@@ -143,17 +143,36 @@ def test_diameter_heuristic_keeps_the_same_points_in_chunks():
     np.testing.assert_array_equal(_extreme_points(points, directions, chunk=333), whole)
 
 
-def test_distance_to_kidney_on_the_box_of_kidney_and_lesions_is_that_of_the_whole_crop():
-    from kitsrt.runtime.measure import distance_map_mm
+def test_distance_to_kidney_from_a_local_window_equals_the_whole_crop_map():
+    import SimpleITK as sitk
+
+    from kitsrt.runtime.measure import distance_to_mm
 
     rng = np.random.default_rng(4)
     kidney = np.zeros(GRID.array_shape, bool)
     kidney[5:12, 8:20, 10:30] = True
-    lesion = np.zeros_like(kidney)
-    for _ in range(5):
+    image = sitk.GetImageFromArray(kidney.astype(np.uint8))
+    image.SetSpacing(GRID.spacing_mm)
+    whole = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                                                useImageSpacing=True))
+    grown = 0
+    for _ in range(40):  # touching, inside, near and far (the window must grow several times) lesions
         k, j, i = rng.integers(0, np.array(GRID.array_shape) - 3)
-        lesion[k:k + 3, j:j + 3, i:i + 3] = True
-    whole = distance_map_mm(kidney, GRID)
-    boxed = distance_map_mm(kidney, GRID, around=lesion)
-    np.testing.assert_array_equal(boxed[lesion], whole[lesion])
-    assert np.isnan(boxed).any()  # something was left out
+        box = (slice(k, k + 3), slice(j, j + 3), slice(i, i + 3))
+        component = rng.random((3, 3, 3)) < 0.6
+        component[1, 1, 1] = True
+        expected = max(float(whole[box][component].min()), 0.0)
+        assert distance_to_mm(kidney, component, box, GRID) == pytest.approx(expected, abs=1e-4)
+        grown += expected > 4 * max(GRID.spacing_mm)
+    assert grown >= 5  # far lesions were among them
+    assert distance_to_mm(np.zeros_like(kidney), component, box, GRID) is None
+
+
+def test_distance_to_kidney_looks_past_the_first_window_that_holds_kidney():
+    from kitsrt.runtime.measure import distance_to_mm
+
+    kidney = np.zeros(GRID.array_shape, bool)  # (k, j, i); spacing i, j 1 mm, k 2 mm
+    kidney[12, 14, 24] = True  # inside the first window (2 slices, 4 rows, 4 columns away): 6.9 mm
+    kidney[10, 10, 25] = True  # along i, 5 columns away, just outside that window: 5.0 mm
+    component = np.ones((1, 1, 1), bool)
+    assert distance_to_mm(kidney, component, (slice(10, 11), slice(10, 11), slice(20, 21)), GRID) == 5.0

@@ -11,7 +11,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from kitsrt.io import Geometry, Scan
-from kitsrt.io.masks import bounding_box
 
 EXACT_DIAMETER_POINTS = 2500  # above this many boundary points, extreme points are found first
 
@@ -81,22 +80,39 @@ def _round(values, digits: int = 1) -> list[float]:
     return [round(float(v), digits) for v in values]
 
 
-def distance_map_mm(target: np.ndarray, geometry: Geometry, around: np.ndarray | None = None) -> np.ndarray | None:
-    """Distance (mm, centre to centre) of every voxel to the nearest ``target`` voxel (<= 0 inside);
-    None when ``target`` is empty. With an ``around`` mask, computed only on the bounding box of
-    ``target`` and ``around`` (exact there: every target voxel is inside it) and NaN elsewhere."""
-    if not target.any():
-        return None
-    box = bounding_box(target | around) if around is not None else tuple(slice(0, n) for n in target.shape)
-    image = sitk.GetImageFromArray(target[box].astype(np.uint8))
-    image.SetSpacing(geometry.spacing_mm)
-    distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
-                                                                   useImageSpacing=True))
-    if around is None:
-        return distance
-    full = np.full(target.shape, np.nan, np.float32)
-    full[box] = distance
-    return full
+def _maurer_mm(target: np.ndarray, spacing_mm) -> np.ndarray:
+    image = sitk.GetImageFromArray(target.astype(np.uint8))
+    image.SetSpacing(spacing_mm)
+    return sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                                               useImageSpacing=True))
+
+
+def _grown(box: tuple[slice, ...], margin_mm: float, spacing_kji: np.ndarray, shape) -> tuple[slice, ...]:
+    grow = np.ceil(margin_mm / spacing_kji).astype(int)
+    return tuple(slice(max(s.start - g, 0), min(s.stop + g, n)) for s, g, n in zip(box, grow, shape))
+
+
+def distance_to_mm(target: np.ndarray, component: np.ndarray, box: tuple[slice, ...], geometry: Geometry) -> float | None:
+    """Shortest distance (mm, centre to centre; 0 when touching or overlapping) from the voxels of
+    ``component`` (a mask of ``target[box]``'s shape) to the nearest ``target`` voxel; None when
+    ``target`` has none. Exact, and local: the distance is computed on a window around ``box``
+    that grows until it holds a target voxel nearer than the window's own margin, so a lesion
+    next to its kidney costs a few thousand voxels, not the whole crop."""
+    spacing_kji = np.asarray(geometry.spacing_mm[::-1], float)
+    margin_mm = 2.0 * float(spacing_kji.max())
+    whole = tuple(slice(0, n) for n in target.shape)
+    while True:
+        window = _grown(box, margin_mm, spacing_kji, target.shape)
+        if target[window].any():
+            inner = tuple(slice(b.start - w.start, b.stop - w.start) for b, w in zip(box, window))
+            nearest = max(float(_maurer_mm(target[window], geometry.spacing_mm)[inner][component].min()), 0.0)
+            if nearest <= margin_mm or window == whole:  # a target voxel outside is farther than the margin
+                return nearest
+            margin_mm = nearest
+        elif window == whole:
+            return None
+        else:
+            margin_mm *= 4.0
 
 
 def lesions(labels: np.ndarray, geometry: Geometry, label: int, near: np.ndarray | None = None) -> list[dict]:
@@ -111,20 +127,21 @@ def lesions(labels: np.ndarray, geometry: Geometry, label: int, near: np.ndarray
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(components)
     array = sitk.GetArrayViewFromImage(components)
-    distance = distance_map_mm(near, geometry, around=mask) if near is not None else None
+    near_any = near is not None and bool(near.any())
     found = []
     for index in stats.GetLabels():
         x0, y0, z0, nx, ny, nz = stats.GetBoundingBox(index)
         box = (slice(z0, z0 + nz), slice(y0, y0 + ny), slice(x0, x0 + nx))
         origin = geometry.index_to_physical([[x0, y0, z0]])[0]
         sub = Geometry((nx, ny, nz), geometry.spacing_mm, tuple(origin), geometry.direction)
+        component = array[box] == index
         found.append({
             "volume_ml": round(stats.GetNumberOfPixels(index) * geometry.voxel_volume_ml, 2),
-            "longest_diameter_mm": round(longest_diameter_mm(_row_end_points_mm(array[box] == index, sub)), 1),
+            "longest_diameter_mm": round(longest_diameter_mm(_row_end_points_mm(component, sub)), 1),
             "centre_mm": _round(stats.GetCentroid(index)),
         })
         if near is not None:
-            gap = None if distance is None else max(float(distance[box][array[box] == index].min()), 0.0)
+            gap = distance_to_mm(near, component, box, geometry) if near_any else None
             found[-1]["distance_to_kidney_mm"] = None if gap is None else round(gap, 1)
     return found
 
@@ -133,8 +150,10 @@ def organ(mask: np.ndarray, geometry: Geometry) -> dict:
     """Volume (mL), length (the longest diameter, mm) and centre of mass (LPS mm) of one organ mask."""
     found = {"volume_ml": round(float(np.count_nonzero(mask)) * geometry.voxel_volume_ml, 2),
              "length_mm": round(longest_diameter_mm(_row_end_points_mm(mask, geometry)), 1)}
-    if mask.any():
-        k, j, i = (float(np.mean(axis)) for axis in np.nonzero(mask))
+    count = np.count_nonzero(mask)
+    if count:
+        k, j, i = (float(np.count_nonzero(mask, axis=tuple(a for a in range(3) if a != axis)) @ np.arange(n)) / count
+                   for axis, n in enumerate(mask.shape))
         found["centre_mm"] = _round(geometry.index_to_physical([[i, j, k]])[0])
     return found
 
