@@ -6,7 +6,8 @@
 # thread each, sharing one cache (the fine run prepares last-first). Needs the export extra (torch)
 # and ../shared/data/kits19. Real CT is never used. Usage:
 #   bash scripts/build_demo_v2.sh [KITS19_DIR] [WORK_DIR] [PACKAGE_DIR]
-# Resume an interrupted run with RESUME=--resume; COARSE_STEPS / FINE_STEPS (default 1200 / 1500)
+# Resume an interrupted run with RESUME=--resume; COARSE_STEPS / FINE_STEPS (default 450 / 400, what
+# fitted in the time on the shared machine; more is better)
 # set the optimizer steps (batch 2 of 64^3 crops). The package lands in PACKAGE_DIR (default
 # WORK_DIR/demo_v2); copying it over kitsrt/packages/demo and rebuilding its FP16/INT8 variants is a
 # separate, gated step (see the README).
@@ -15,14 +16,17 @@ data=${1:-../shared/data/kits19}
 work=${2:-work}
 out=${3:-$work/demo_v2}
 resume=${RESUME:-}
-coarse_steps=${COARSE_STEPS:-1200}
-fine_steps=${FINE_STEPS:-1500}
+coarse_steps=${COARSE_STEPS:-450}
+fine_steps=${FINE_STEPS:-400}
 holdout=case_00021,case_00043,case_00055,case_00063,case_00142,case_00188
-common=(--preset demo-v2 --exclude "$holdout" --styles 3 --procedural 16 --threads 1 --cache "$work/v2_cache" $resume)
+# Label maps not trained on for lack of time (their phantoms were not ready when training had to start
+# on the shared machine; see the README); SKIP= trains on all 24.
+skip=${SKIP-case_00106,case_00118,case_00123}
+common=(--preset demo-v2 --exclude "$holdout${skip:+,$skip}" --styles 3 --procedural 16 --threads 1 --cache "$work/v2_cache" $resume)
 nice -n 10 kitsrt train "$data" --stage coarse -o "$work/v2_coarse" --steps "$coarse_steps" "${common[@]}" > "$work/v2_coarse.log" 2>&1 &
 nice -n 10 kitsrt train "$data" --stage fine -o "$work/v2_fine" --steps "$fine_steps" "${common[@]}" > "$work/v2_fine.log" 2>&1 &
 wait
-note="trained by scripts/build_demo_v2.sh on domain-randomised phantoms of 24 KiTS19 label maps x 3 styles + 16 procedural maps (held out: $holdout)"
+note="trained by scripts/build_demo_v2.sh on domain-randomised phantoms of KiTS19 label maps x 3 styles + 16 procedural maps (held out: $holdout; not used: ${skip:-none})"
 mkdir -p "$out"
 for stage in coarse fine; do
     kitsrt export "$work/v2_$stage/checkpoint.pt" --stage $stage -o "$out/$stage.onnx" --demo --provenance "$note" \
