@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Train and package the demo v2 cascade (issue 15): larger VB-Nets (--preset demo-v2: coarse-v2,
 # fine-v2, intensity + geometric augmentation) on domain-randomised phantoms: 3 random styles per
-# KiTS19 label map (24 maps; the same 6 held out as the first demo) plus 16 procedural label maps,
+# KiTS19 label map (the same 6 held out as the first demo; 21 of the other 24, see SKIP) plus 16 procedural maps,
 # each fine volume set with one decoy VOI off the kidneys. Coarse and fine train side by side, one
 # thread each, sharing one cache (the fine run prepares last-first). Needs the export extra (torch)
 # and ../shared/data/kits19. Real CT is never used. Usage:
 #   bash scripts/build_demo_v2.sh [KITS19_DIR] [WORK_DIR] [PACKAGE_DIR]
-# Resume an interrupted run with RESUME=--resume; COARSE_STEPS / FINE_STEPS (default 450 / 400, what
-# fitted in the time on the shared machine; more is better)
-# set the optimizer steps (batch 2 of 64^3 crops). The package lands in PACKAGE_DIR (default
+# Resume an interrupted run with RESUME=--resume. COARSE_STEPS / FINE_STEPS set the optimizer steps
+# (batch 2 of 64^3 crops; default 450 / 400, what fitted in the time on the shared machine; more is
+# better). The package lands in PACKAGE_DIR (default
 # WORK_DIR/demo_v2); copying it over kitsrt/packages/demo and rebuilding its FP16/INT8 variants is a
 # separate, gated step (see the README).
 set -euo pipefail
