@@ -14,12 +14,13 @@
   median of 5 after 1 warm-up).
 
     python benchmarks/demo_v2_accuracy.py --new work/demo_v2 [--old kitsrt/packages/demo] \\
-        [--out benchmarks/results/demo_v2_accuracy.json]
+        [--cache work/eval] [--out benchmarks/results/demo_v2_accuracy.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from dataclasses import replace
@@ -116,48 +117,72 @@ def network_facts(package: Path) -> dict:
     return facts
 
 
-def summarize(rows: list[dict], model: str, style: str) -> dict:
-    group = [r[model] for r in rows if r["style"] == style]
+def phantom_ct(labels: Scan, seed: int, style: str, cache: Path | None) -> tuple[Scan, str]:
+    """(phantom, phase) of one held-out case; phantoms are kept in ``cache`` (int16 .npy) once built."""
+    randomized = replace(random_style(seed), tumor_free=False, nephrectomy=None)
+    phase = randomized.phase if style == "randomized" else "default"
+    path = None if cache is None else cache / f"{labels.source.replace('/', '_')}_{seed}_{style}.npy"
+    if path is not None and path.exists():
+        return Scan.from_array(np.load(path), labels.geometry), phase
+    ct = synthesize_ct(labels, seed=seed, style=randomized if style == "randomized" else None)
+    if path is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(path, ct.array)
+    return ct, phase
+
+
+def package_rows(name: str, folder: Path, args, cache: Path | None) -> list[dict]:
+    """Every held-out phantom scored with one package; reused from ``cache`` when the package's
+    pipeline.json (which holds each network's SHA-256) is unchanged."""
+    key = hashlib.sha256((folder / "pipeline.json").read_bytes()).hexdigest()[:16]
+    path = None if cache is None else cache / f"rows_{name}_{key}.json"
+    if path is not None and path.exists():
+        return json.loads(path.read_text())
+    rows = []
+    with Segmenter.load(folder, threads=2) as segmenter:
+        for case, labels, seed in phantom_cases(Path(args.kits19)):
+            for style in ("default", "randomized"):
+                ct, phase = phantom_ct(labels, seed, style, cache)
+                rows.append({"case": case, "style": style, "phase": phase} | score_phantom(segmenter, ct, labels, case))
+                print(name, case, style, round(rows[-1]["composite_dice"], 4), flush=True)
+    if path is not None:
+        path.write_text(json.dumps(rows))
+    return rows
+
+
+def summarize(rows: list[dict], style: str) -> dict:
+    group = [r for r in rows if r["style"] == style]
     return {key: float(np.mean([g[key] for g in group])) for key in ("kidney_dice", "tumor_dice", "composite_dice")} | {
         "min_voi_recall": min(g["voi_recall"] for g in group), "cases": len(group),
         "all_geometry_equal": all(g["geometry_equal"] for g in group)}
 
 
 def main() -> None:
+    from kitsrt.runtime.package import bundled_package_path
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--new", required=True, help="the candidate package folder")
     parser.add_argument("--old", default=None, help="the package to compare with (default: the bundled demo)")
     parser.add_argument("--kits19", default=str(SHARED / "kits19"))
     parser.add_argument("--realct", default=str(SHARED / "realct"))
+    parser.add_argument("--cache", default=None, help="folder keeping phantoms and per-package rows between runs")
     parser.add_argument("--out", default="benchmarks/results/demo_v2_accuracy.json")
     args = parser.parse_args()
-    packages = {"old": args.old, "new": args.new}
-    segmenters = {name: Segmenter.load(path, threads=2) for name, path in packages.items()}
-    rows = []
-    try:
-        for case, labels, seed in phantom_cases(Path(args.kits19)):
-            for style in ("default", "randomized"):
-                randomized = replace(random_style(seed), tumor_free=False, nephrectomy=None)
-                ct = synthesize_ct(labels, seed=seed, style=randomized if style == "randomized" else None)
-                rows.append({"case": case, "style": style, "phase": randomized.phase if style == "randomized" else "default"}
-                            | {name: score_phantom(seg, ct, labels, case) for name, seg in segmenters.items()})
-                print(case, style, {name: round(rows[-1][name]["composite_dice"], 4) for name in segmenters}, flush=True)
-        realct = {}
-        ct_path = Path(args.realct) / "ts_example_ct.nii.gz"
-        if ct_path.exists():
-            ct, reference = read_scan(ct_path), read_label_map(Path(args.realct) / "ts_example_kidneys.nii.gz")
-            realct = {name: real_ct(seg, ct, reference) for name, seg in segmenters.items()}
-            print(json.dumps(realct, indent=1), flush=True)
-    finally:
-        for seg in segmenters.values():
-            seg.close()
-    from kitsrt.runtime.package import bundled_package_path
-
+    cache = Path(args.cache) if args.cache else None
     folders = {"old": Path(args.old) if args.old else bundled_package_path("demo"), "new": Path(args.new)}
-    summary = {name: {"default": summarize(rows, name, "default"), "randomized": summarize(rows, name, "randomized"),
-                      "real_ct": realct.get(name), "package": str(folders[name])} | network_facts(folders[name])
-               for name in packages}
-    Path(args.out).write_text(json.dumps({"machine": describe_machine(), "summary": summary, "cases": rows}, indent=1))
+    summary, cases = {}, {}
+    ct_path = Path(args.realct) / "ts_example_ct.nii.gz"
+    for name, folder in folders.items():
+        cases[name] = package_rows(name, folder, args, cache)
+        summary[name] = {"package": str(folder), "default": summarize(cases[name], "default"),
+                         "randomized": summarize(cases[name], "randomized")}
+    for name, folder in folders.items():  # side by side, in this run
+        if ct_path.exists():
+            with Segmenter.load(folder, threads=2) as segmenter:
+                summary[name]["real_ct"] = real_ct(segmenter, read_scan(ct_path),
+                                                   read_label_map(Path(args.realct) / "ts_example_kidneys.nii.gz"))
+        summary[name] |= network_facts(folder)
+    Path(args.out).write_text(json.dumps({"machine": describe_machine(), "summary": summary, "cases": cases}, indent=1))
     print(json.dumps(summary, indent=1))
 
 
