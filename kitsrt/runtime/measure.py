@@ -93,7 +93,7 @@ def _grown(box: tuple[slice, ...], margin_mm: float, spacing_kji: np.ndarray, sh
 
 
 def distance_to_mm(target: np.ndarray, component: np.ndarray, box: tuple[slice, ...], geometry: Geometry) -> float | None:
-    """Shortest distance (mm, centre to centre; 0 when touching or overlapping) from the voxels of
+    """Shortest distance (mm, centre to centre; 0 when they overlap) from the voxels of
     ``component`` (a mask of ``target[box]``'s shape) to the nearest ``target`` voxel; None when
     ``target`` has none. Exact, and local: the distance is computed on a window around ``box``
     that grows until it holds a target voxel nearer than the window's own margin, so a lesion
