@@ -34,19 +34,10 @@ from kitsrt.io import Scan, read_label_map, read_scan
 from kitsrt.phantom import procedural_label_map, random_style, synthesize_ct
 from kitsrt.runtime.segmenter import Segmenter
 
+from demo_accuracy import voi_recall  # benchmarks/ is on sys.path when run as a script
+
 HELD_OUT = ("case_00021", "case_00043", "case_00055", "case_00063", "case_00142", "case_00188")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def voi_recall(labels: Scan, boxes) -> float:
-    from kitsrt.runtime.restore import crop_grid
-
-    inside = np.zeros(labels.array.shape, bool)
-    for box in boxes:
-        slices, _ = crop_grid(labels.geometry, box)
-        inside[slices] = True
-    reference = labels.array > 0
-    return float((inside & reference).sum() / max(reference.sum(), 1))
 
 
 def phantom_cases(kits19: Path):

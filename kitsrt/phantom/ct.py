@@ -145,22 +145,33 @@ def _body_hu(x: np.ndarray, y: np.ndarray, z: np.ndarray, lm: Landmarks) -> np.n
     return hu
 
 
-def _body_image(geometry: Geometry, lm: Landmarks) -> sitk.Image:
-    """The body (everything but the kidneys) on an LPS-aligned grid of BODY_GRID_MM voxels covering
-    ``geometry``; much smaller than a fine scan grid, and resampled onto it afterwards."""
+def body_grid(geometry: Geometry) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The LPS-aligned grid of BODY_GRID_MM voxels covering ``geometry``, one voxel beyond it:
+    (origin mm (x, y, z), size (x, y, z), the voxel centres along x, y and z in mm, float32)."""
     corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
     points = geometry.index_to_physical(corners * (np.asarray(geometry.size) - 1))
     low = points.min(axis=0) - BODY_GRID_MM
     size = np.ceil((points.max(axis=0) + BODY_GRID_MM - low) / BODY_GRID_MM).astype(int) + 1
-    x, y, z = (low[a] + BODY_GRID_MM * np.arange(size[a], dtype=np.float32) for a in range(3))
-    hu = np.empty((size[2], size[1], size[0]), dtype=np.float32)
-    for z0 in range(0, size[2], SLAB_PLANES):
-        zs = z[z0:z0 + SLAB_PLANES, None, None]
-        hu[z0:z0 + SLAB_PLANES] = _body_hu(*np.broadcast_arrays(x[None, None, :], y[None, :, None], zs), lm)
+    return low, size, tuple(low[a] + BODY_GRID_MM * np.arange(size[a], dtype=np.float32) for a in range(3))
+
+
+def body_grid_image(hu: np.ndarray, low: np.ndarray) -> sitk.Image:
+    """``hu`` (z, y, x) as an image on the body grid whose origin is ``low``."""
     image = sitk.GetImageFromArray(hu)
     image.SetSpacing((BODY_GRID_MM,) * 3)
     image.SetOrigin(tuple(low))
     return image
+
+
+def _body_image(geometry: Geometry, lm: Landmarks) -> sitk.Image:
+    """The body (everything but the kidneys) on an LPS-aligned grid of BODY_GRID_MM voxels covering
+    ``geometry``; much smaller than a fine scan grid, and resampled onto it afterwards."""
+    low, size, (x, y, z) = body_grid(geometry)
+    hu = np.empty((size[2], size[1], size[0]), dtype=np.float32)
+    for z0 in range(0, size[2], SLAB_PLANES):
+        zs = z[z0:z0 + SLAB_PLANES, None, None]
+        hu[z0:z0 + SLAB_PLANES] = _body_hu(*np.broadcast_arrays(x[None, None, :], y[None, :, None], zs), lm)
+    return body_grid_image(hu, low)
 
 
 def _on_grid(image: sitk.Image, geometry: Geometry) -> np.ndarray:

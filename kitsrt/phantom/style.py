@@ -32,6 +32,8 @@ from kitsrt.phantom.ct import (
     OUTSIDE_FOV_HU,
     SLAB_PLANES,
     Landmarks,
+    body_grid,
+    body_grid_image,
     _depth_mm,
     _ellipse,
     _ellipsoid,
@@ -263,11 +265,7 @@ def _draw_mimics(centroids: np.ndarray, lm: Landmarks, style: PhantomStyle, rng:
 def _styled_body_image(geometry: Geometry, lm: Landmarks, style: PhantomStyle, mimics,
                        rng: np.random.Generator) -> sitk.Image:
     """The styled body on a BODY_GRID_MM grid covering ``geometry``, textured (2 mm grain)."""
-    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
-    points = geometry.index_to_physical(corners * (np.asarray(geometry.size) - 1))
-    low = points.min(axis=0) - BODY_GRID_MM
-    size = np.ceil((points.max(axis=0) + BODY_GRID_MM - low) / BODY_GRID_MM).astype(int) + 1
-    x, y, z = (low[a] + BODY_GRID_MM * np.arange(size[a], dtype=np.float32) for a in range(3))
+    low, size, (x, y, z) = body_grid(geometry)
     hu = np.empty((size[2], size[1], size[0]), dtype=np.float32)
     amp = np.empty_like(hu)
     for z0 in range(0, size[2], SLAB_PLANES):
@@ -276,10 +274,7 @@ def _styled_body_image(geometry: Geometry, lm: Landmarks, style: PhantomStyle, m
             *np.broadcast_arrays(x[None, None, :], y[None, :, None], zs), lm, style, mimics)
     hu += amp * _smooth_noise(hu.shape, (BODY_GRID_MM,) * 3, 2.0, rng)
     del amp
-    image = sitk.GetImageFromArray(hu)
-    image.SetSpacing((BODY_GRID_MM,) * 3)
-    image.SetOrigin(tuple(low))
-    return image
+    return body_grid_image(hu, low)
 
 
 def _tumor_hu(kind: str, kidney_hu: float, style: PhantomStyle, texture: np.ndarray, depth_mm: np.ndarray,
