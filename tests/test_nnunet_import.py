@@ -244,6 +244,31 @@ def test_resampling_is_nnunets(shape, spacing, target):
             assert np.array_equal(got, expected)
 
 
+@pytest.mark.parametrize("shape, spacing, target", [
+    ((9, 40, 44), (3.0, 1.0, 1.0), (1.5, 1.6, 1.6)),  # up in z, down in plane: one 3-D linear resize
+    ((12, 50, 40), (5.0, 1.2, 1.2), (2.5, 2.4, 2.4)),  # separate z (order 0 along a0)
+    ((44, 30, 12), (1.0, 1.0, 4.5), (1.0, 1.5, 3.0)),  # separate z along the last axis
+])
+def test_logits_resampled_in_slabs_follow_nnunets_resampling(shape, spacing, target):
+    """Logits (on the network's grid: ``shape`` at ``target``) back to the scan's ``spacing``."""
+    from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg_to_shape
+
+    from kitsrt.runtime import nnunet_ops as ops
+
+    new = ops.new_shape(shape, target, spacing)  # from the network's grid back to the scan's
+    logits = np.random.default_rng(3).normal(size=(2, *shape)).astype(np.float16)
+    expected = resample_data_or_seg_to_shape(logits.astype(np.float64), new, target, spacing, is_seg=False, order=1,
+                                             order_z=0, force_separate_z=None)
+    for slab_voxels in (1, 1000, 10**7):  # a row per slab, several rows, all at once
+        got = np.zeros((2, *new), np.float32)
+        for rows, slab in ops.resampled_slabs(logits, new, target, spacing, 1, 0, None, slab_voxels=slab_voxels):
+            got[:, rows] = slab
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.mean(np.sign(got) == np.sign(expected)) > 0.9999
+    cubic = next(ops.resampled_slabs(logits, new, target, spacing, 3, 0, None, slab_voxels=10**7))[1]
+    assert np.array_equal(cubic, ops.resample(logits, new, target, spacing, 3, 0, None).astype(np.float32))
+
+
 @pytest.mark.parametrize("mode", ["regions", "softmax"])
 def test_labels_in_slabs_equal_labels_at_once(mode):
     from kitsrt.runtime.kinds.sliding_window import to_labels

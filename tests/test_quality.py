@@ -3,6 +3,8 @@ label maps whose answers are known."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -40,12 +42,13 @@ def test_lesions_largest_first_with_centres_in_lps():
     labels[10:15, 20:25, 30:35] = 2  # 5 x 5 x 5 voxels: 0.25 mL
     kidney = np.zeros_like(labels, bool)
     kidney[10:15, 20:25, 10:20] = True  # 10 voxels (10 mm) in x before the larger lesion
-    found = lesions(labels, GRID, label=2, near=kidney)
+    found, count = lesions(labels, GRID, label=2, near=kidney)
+    assert count == 2
     assert [f["volume_ml"] for f in found] == [0.25, 0.06]
     assert found[0]["centre_mm"] == [-20 + 32, 10 + 22, 100 + 2 * 12]  # (x, y, z) = origin + index * spacing
     assert found[0]["longest_diameter_mm"] == pytest.approx(np.linalg.norm([4, 4, 8]), abs=0.05)
     assert found[0]["distance_to_kidney_mm"] == 11.0  # x index 19 to 30, centre to centre
-    assert lesions(labels, GRID, label=2, near=np.zeros_like(kidney))[0]["distance_to_kidney_mm"] is None
+    assert lesions(labels, GRID, label=2, near=np.zeros_like(kidney))[0][0]["distance_to_kidney_mm"] is None
     assert organ(kidney, GRID)["centre_mm"] == [-20 + 14.5, 10 + 22, 100 + 2 * 12]
 
 
@@ -66,7 +69,8 @@ def test_a_plausible_region_has_no_warning():
     ({"kidney": {"volume_ml": 8.0, "length_mm": 30.0}, "kidney_ml": 8.0, "tumor_ml": 2.0}, "kidney_volume_implausible"),
     ({"tumor_ml": 1871.0}, "tumor_larger_than_kidney"),
     ({"lesions": [{"volume_ml": 1.0, "longest_diameter_mm": 5.0, "centre_mm": [0, 0, 0],
-                   "distance_to_kidney_mm": 1.0}] * 5}, "too_many_tumors"),
+                   "distance_to_kidney_mm": 1.0}] * 5, "tumor_count": 5}, "too_many_tumors"),
+    ({"tumor_count": 4000, "lesions_not_listed": 3975}, "too_many_tumors"),  # counted, most not listed
     ({"lesions": [{"volume_ml": 1.0, "longest_diameter_mm": 5.0, "centre_mm": [0, 0, 0],
                    "distance_to_kidney_mm": 42.0}]}, "tumor_far_from_kidney"),
     ({"crosses_midline_mm": 35.0}, "voi_crosses_midline"),
@@ -143,10 +147,16 @@ def test_diameter_heuristic_keeps_the_same_points_in_chunks():
     np.testing.assert_array_equal(_extreme_points(points, directions, chunk=333), whole)
 
 
-def test_distance_to_kidney_from_a_local_window_equals_the_whole_crop_map():
+@pytest.mark.parametrize("pairs, shifts", [(0, 0), (1 << 16, 0), (0, 64), (0, 3)])
+def test_distance_to_kidney_from_a_local_window_equals_the_whole_crop_map(pairs, shifts, monkeypatch):
+    """Every way of measuring in the window (a map, every voxel pair, shifts, few shifts then a map)."""
     import SimpleITK as sitk
 
+    from kitsrt.runtime import measure
     from kitsrt.runtime.measure import distance_to_mm
+
+    monkeypatch.setattr(measure, "PAIRWISE_DISTANCE_PAIRS", pairs)
+    monkeypatch.setattr(measure, "NEAREST_SHIFTS", shifts)
 
     rng = np.random.default_rng(4)
     kidney = np.zeros(GRID.array_shape, bool)
@@ -176,3 +186,25 @@ def test_distance_to_kidney_looks_past_the_first_window_that_holds_kidney():
     kidney[10, 10, 25] = True  # along i, 5 columns away, just outside that window: 5.0 mm
     component = np.ones((1, 1, 1), bool)
     assert distance_to_mm(kidney, component, (slice(10, 11), slice(10, 11), slice(20, 21)), GRID) == 5.0
+
+
+def test_a_region_lists_its_largest_lesions_and_counts_the_rest():
+    import json
+
+    import kitsrt
+    from kitsrt.runtime.report import LISTED_LESIONS, region_entry
+
+    grid = Geometry((40, 30, 20), (5.0, 5.0, 5.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))  # 0.125 mL voxels
+    labels = np.zeros(grid.array_shape, np.uint8)
+    labels[5:12, 8:20, 10:30] = 1  # kidney
+    for n in range(40):  # 40 separate lesions of 1, 2 or 3 voxels along i, a voxel apart
+        k, j, i = 14 + 2 * (n % 3), 2 + 4 * (n // 15), 2 + 4 * ((n // 3) % 5)
+        labels[k, j, i:i + 1 + n % 3] = 2
+    region = region_entry(labels, grid, np.zeros(grid.array_shape, np.float32), "right", 0.0)
+    assert region["tumor_count"] == 40 and region["lesions_not_listed"] == 40 - LISTED_LESIONS == 30
+    assert [lesion["volume_ml"] for lesion in region["lesions"]] == [0.38] * 10  # of the 13 of 3 voxels
+    assert region["tumor_ml"] == pytest.approx((13 * 3 + 13 * 2 + 14) * 0.125, abs=0.01)
+    schema = json.loads((Path(kitsrt.__file__).parent / "schemas" / "report.schema.json").read_text())
+    assert schema["$defs"]["kidney"]["properties"]["lesions"]["maxItems"] == LISTED_LESIONS
+    (too_many,) = [w for w in side_warnings(region, QUALITY) if w["code"] == "too_many_tumors"]
+    assert too_many["values"]["tumor_count"] == 40

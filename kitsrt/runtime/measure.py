@@ -13,6 +13,8 @@ import SimpleITK as sitk
 from kitsrt.io import Geometry, Scan
 
 EXACT_DIAMETER_POINTS = 2500  # above this many boundary points, extreme points are found first
+PAIRWISE_DISTANCE_PAIRS = 1 << 16  # up to this many (lesion, kidney) voxel pairs, distances without a map
+NEAREST_SHIFTS = 64  # else the lesion shifted by this many shortest voxel offsets, looking for kidney
 
 
 def _fibonacci_directions(count: int) -> np.ndarray:
@@ -87,6 +89,37 @@ def _maurer_mm(target: np.ndarray, spacing_mm) -> np.ndarray:
                                                                useImageSpacing=True))
 
 
+def _nearest_mm(target: np.ndarray, component: np.ndarray, offset_kji, spacing_kji: np.ndarray) -> float:
+    """Shortest centre-to-centre distance (mm) from the voxels of ``component`` (placed at
+    ``offset_kji`` in ``target``) to those of ``target``, from every pair: exact, no map."""
+    inside = (np.argwhere(component) + np.asarray(offset_kji)) * spacing_kji
+    kidney = np.argwhere(target) * spacing_kji
+    return float(np.sqrt((((inside[:, None, :] - kidney[None, :, :]) ** 2).sum(axis=2)).min()))
+
+
+def _nearest_by_shifts(target: np.ndarray, component: np.ndarray, offset_kji, spacing_kji: np.ndarray,
+                       max_mm: float) -> float | None:
+    """Shortest distance (mm) from ``component`` (placed at ``offset_kji`` in ``target``) to
+    ``target``, found by shifting the component by the ``NEAREST_SHIFTS`` shortest voxel offsets of
+    at most ``max_mm``, shortest first: the first shift that meets target is the distance (exact).
+    None when none does (the caller then uses a distance map). A lesion touching its kidney costs
+    one or two shifts."""
+    reach = np.floor(max_mm / spacing_kji).astype(int)
+    shifts = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij"), -1).reshape(-1, 3)
+    lengths = np.sqrt(((shifts * spacing_kji) ** 2).sum(axis=1))
+    order = np.argsort(lengths, kind="stable")[:NEAREST_SHIFTS]
+    start, size, bounds = np.asarray(offset_kji), np.asarray(component.shape), np.asarray(target.shape)
+    for shift, length in zip(shifts[order], lengths[order]):
+        low, high = start + shift, start + shift + size
+        inside_low, inside_high = np.maximum(low, 0), np.minimum(high, bounds)
+        if length > max_mm or np.any(inside_low >= inside_high):
+            continue
+        part = component[tuple(slice(a - b, c - b) for a, c, b in zip(inside_low, inside_high, low))]
+        if np.any(part & target[tuple(slice(a, c) for a, c in zip(inside_low, inside_high))]):
+            return float(length)
+    return None
+
+
 def _grown(box: tuple[slice, ...], margin_mm: float, spacing_kji: np.ndarray, shape) -> tuple[slice, ...]:
     grow = np.ceil(margin_mm / spacing_kji).astype(int)
     return tuple(slice(max(s.start - g, 0), min(s.stop + g, n)) for s, g, n in zip(box, grow, shape))
@@ -97,7 +130,9 @@ def distance_to_mm(target: np.ndarray, component: np.ndarray, box: tuple[slice, 
     ``component`` (a mask of ``target[box]``'s shape) to the nearest ``target`` voxel; None when
     ``target`` has none. Exact, and local: the distance is computed on a window around ``box``
     that grows until it holds a target voxel nearer than the window's own margin, so a lesion
-    next to its kidney costs a few thousand voxels, not the whole crop."""
+    next to its kidney costs a few thousand voxels, not the whole crop. In the window, from every
+    voxel pair when there are few (``PAIRWISE_DISTANCE_PAIRS``), else by shifting the lesion
+    (``_nearest_by_shifts``), else from a distance map."""
     spacing_kji = np.asarray(geometry.spacing_mm[::-1], float)
     margin_mm = 2.0 * float(spacing_kji.max())
     whole = tuple(slice(0, n) for n in target.shape)
@@ -105,7 +140,14 @@ def distance_to_mm(target: np.ndarray, component: np.ndarray, box: tuple[slice, 
         window = _grown(box, margin_mm, spacing_kji, target.shape)
         if target[window].any():
             inner = tuple(slice(b.start - w.start, b.stop - w.start) for b, w in zip(box, window))
-            nearest = max(float(_maurer_mm(target[window], geometry.spacing_mm)[inner][component].min()), 0.0)
+            start = [s.start for s in inner]
+            nearest = None
+            if np.count_nonzero(component) * np.count_nonzero(target[window]) <= PAIRWISE_DISTANCE_PAIRS:
+                nearest = _nearest_mm(target[window], component, start, spacing_kji)
+            elif NEAREST_SHIFTS:
+                nearest = _nearest_by_shifts(target[window], component, start, spacing_kji, margin_mm)
+            if nearest is None:
+                nearest = max(float(_maurer_mm(target[window], geometry.spacing_mm)[inner][component].min()), 0.0)
             if nearest <= margin_mm or window == whole:  # a target voxel outside is farther than the margin
                 return nearest
             margin_mm = nearest
@@ -115,13 +157,15 @@ def distance_to_mm(target: np.ndarray, component: np.ndarray, box: tuple[slice, 
             margin_mm *= 4.0
 
 
-def lesions(labels: np.ndarray, geometry: Geometry, label: int, near: np.ndarray | None = None) -> list[dict]:
+def lesions(labels: np.ndarray, geometry: Geometry, label: int, near: np.ndarray | None = None,
+            limit: int | None = None) -> tuple[list[dict], int]:
     """Connected components (26-connectivity) of ``labels == label``, largest first: volume (mL),
     longest diameter (mm), centre of mass (LPS mm) and, with a ``near`` mask (the kidney), the
-    shortest distance to it in mm (None when ``near`` is empty)."""
+    shortest distance to it in mm (None when ``near`` is empty). Returns the ``limit`` largest
+    (all with None) and the number of components: a failed segmentation may have thousands."""
     mask = labels == label
     if not mask.any():
-        return []
+        return [], 0
     components = sitk.RelabelComponent(sitk.ConnectedComponent(Scan.from_array(mask.astype(np.uint8), geometry).image,
                                                                True))
     stats = sitk.LabelShapeStatisticsImageFilter()
@@ -129,7 +173,7 @@ def lesions(labels: np.ndarray, geometry: Geometry, label: int, near: np.ndarray
     array = sitk.GetArrayViewFromImage(components)
     near_any = near is not None and bool(near.any())
     found = []
-    for index in stats.GetLabels():
+    for index in stats.GetLabels()[:limit]:
         x0, y0, z0, nx, ny, nz = stats.GetBoundingBox(index)
         box = (slice(z0, z0 + nz), slice(y0, y0 + ny), slice(x0, x0 + nx))
         origin = geometry.index_to_physical([[x0, y0, z0]])[0]
@@ -143,7 +187,7 @@ def lesions(labels: np.ndarray, geometry: Geometry, label: int, near: np.ndarray
         if near is not None:
             gap = distance_to_mm(near, component, box, geometry) if near_any else None
             found[-1]["distance_to_kidney_mm"] = None if gap is None else round(gap, 1)
-    return found
+    return found, stats.GetNumberOfLabels()
 
 
 def organ(mask: np.ndarray, geometry: Geometry) -> dict:

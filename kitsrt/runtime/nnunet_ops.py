@@ -132,6 +132,58 @@ def resample(data: np.ndarray, shape: tuple[int, ...], current_spacing_mm, new_s
     return out
 
 
+def _axis_weights(old: int, new: int, order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices ``low``, ``high`` and weight ``w`` of each of ``new`` voxels resized from ``old``
+    along one axis: value = (1 - w) * src[low] + w * src[high]. Voxel centres aligned
+    (in = (out + 0.5) * old / new - 0.5), edges clamped: ``zoom(grid_mode=True, mode='nearest')``
+    for order 1, ``_nearest_along``'s rounding for order 0."""
+    if order == 0:
+        low = _ndimage().map_coordinates(np.arange(old, dtype=np.float64),
+                                         ((old / new) * (np.arange(new) + 0.5) - 0.5)[None], order=0,
+                                         mode="nearest").astype(np.intp)
+        return low, low, np.zeros(new, np.float32)
+    position = np.clip((np.arange(new) + 0.5) * (old / new) - 0.5, 0, old - 1)
+    low = np.floor(position).astype(np.intp)
+    return low, np.minimum(low + 1, old - 1), (position - low).astype(np.float32)
+
+
+def _resize_axis(data: np.ndarray, axis: int, new: int, order: int) -> np.ndarray:
+    """``data`` (float32) resized along ``axis`` to ``new`` voxels (see ``_axis_weights``)."""
+    if data.shape[axis] == new:
+        return data
+    low, high, w = _axis_weights(data.shape[axis], new, order)
+    shape = [1] * data.ndim
+    shape[axis] = new
+    w = w.reshape(shape)
+    return np.take(data, low, axis=axis) * (1 - w) + np.take(data, high, axis=axis) * w
+
+
+def resampled_slabs(data: np.ndarray, shape: tuple[int, ...], current_spacing_mm, new_spacing_mm, order: int,
+                    order_z: int = 0, force_separate_z: bool | None = None, slab_voxels: int = 1 << 22):
+    """``resample`` of (c, a0, a1, a2) logits to (c, *shape), yielded as (a0 slice, float32 slab
+    (c, rows, *shape[1:])) of about ``slab_voxels`` voxels, so a full-size scan is never held in
+    float. Orders 0 and 1 (nnU-Net's for probabilities) are separable: a1 and a2 are resized once,
+    a0 slab by slab, in float32 (nnU-Net: float64, then the logits' dtype); the values differ
+    from ``resample``'s by float32 rounding, signs only where a logit is within it of 0. Other
+    orders resample the whole array with ``resample``."""
+    axis = separate_z_axis(current_spacing_mm, new_spacing_mm, force_separate_z)
+    orders = [order_z if a == axis else order for a in range(3)]
+    rows = max(1, slab_voxels // max(1, int(np.prod(shape[1:]))))
+    if max(orders) > 1:
+        whole = resample(data, shape, current_spacing_mm, new_spacing_mm, order, order_z, force_separate_z)
+        for start in range(0, shape[0], rows):
+            yield slice(start, start + rows), whole[:, start:start + rows].astype(np.float32)
+        return
+    planes = data.astype(np.float32)
+    for a in (2, 1):
+        planes = _resize_axis(planes, a + 1, shape[a], orders[a])
+    low, high, w = _axis_weights(data.shape[1], shape[0], orders[0])
+    for start in range(0, shape[0], rows):
+        part = slice(start, min(start + rows, shape[0]))
+        weight = w[part].reshape(1, -1, 1, 1)
+        yield part, planes[:, low[part]] * (1 - weight) + planes[:, high[part]] * weight
+
+
 # -- tiling -------------------------------------------------------------------------------------------
 def pad_to_patch(data: np.ndarray, patch: tuple[int, ...]) -> tuple[np.ndarray, tuple[slice, ...]]:
     """``pad_nd_image(data, patch, 'constant', value 0)``: pad spatial axes shorter than the patch,

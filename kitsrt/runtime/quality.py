@@ -34,8 +34,9 @@ def warning(code: str, message: str, **values) -> dict:
 
 
 def side_warnings(region: dict, quality: QualitySpec) -> list[dict]:
-    """Warnings about one kidney's region: its ``side``, ``kidney`` {volume_ml}, ``lesions`` (each
-    with volume_ml and distance_to_kidney_mm), ``tumor_ml``, ``voi_mm`` and ``crosses_midline_mm``."""
+    """Warnings about one kidney's region: its ``side``, ``kidney`` {volume_ml}, ``tumor_count``,
+    ``lesions`` (the largest, each with volume_ml and distance_to_kidney_mm), ``tumor_ml``, ``voi_mm``
+    and ``crosses_midline_mm``."""
     side, kidney_ml = region["side"], region["kidney"]["volume_ml"]
     low, high = quality.kidney_volume_ml
     found = []
@@ -51,11 +52,11 @@ def side_warnings(region: dict, quality: QualitySpec) -> list[dict]:
                              "check that the tumor is real and belongs to this kidney",
                              side=side, tumor_ml=tumor_ml, kidney_ml=kidney_ml,
                              max_ratio=quality.max_tumor_to_kidney_ratio))
-    if len(region["lesions"]) > quality.max_tumors_per_side:
+    if region["tumor_count"] > quality.max_tumors_per_side:
         found.append(warning("too_many_tumors",
-                             f"{side}: {len(region['lesions'])} separate tumors, more than the plausible "
+                             f"{side}: {region['tumor_count']} separate tumors, more than the plausible "
                              f"{quality.max_tumors_per_side}; many may be false positives",
-                             side=side, tumor_count=len(region["lesions"]), max_count=quality.max_tumors_per_side))
+                             side=side, tumor_count=region["tumor_count"], max_count=quality.max_tumors_per_side))
     far = [lesion for lesion in region["lesions"]
            if lesion["distance_to_kidney_mm"] is None or lesion["distance_to_kidney_mm"] > quality.max_tumor_distance_mm]
     if far:

@@ -1,5 +1,6 @@
 """The per-case report (schema: ``kitsrt/schemas/report.schema.json``): per kidney its volume and
-length, per lesion its volume, longest diameter and centre, the VOI and how often it grew; the
+length, per lesion (the largest ``LISTED_LESIONS``) its volume, longest diameter and centre, the VOI
+and how often it grew; the
 models that ran (SHA-256 of the files the backends loaded), timings and quality warnings.
 
 Points are LPS millimetres in the frame of the input's header (``COORDINATE_SYSTEM``).
@@ -16,6 +17,7 @@ from kitsrt.runtime.postprocess import KIDNEY, TUMOR
 from kitsrt.runtime.voi import side_of
 
 REPORT_VERSION = 2
+LISTED_LESIONS = 10  # per kidney, largest first; more are counted (tumor_count, tumor_ml), not measured
 COORDINATE_SYSTEM = ("LPS, millimetres, in the frame of the input's header: x increases towards the patient's "
                      "left, y towards posterior, z towards superior (DICOM patient coordinates)")
 
@@ -31,7 +33,7 @@ def crop_geometry(geometry: Geometry, slices: tuple[slice, ...]) -> Geometry:
 def region_entry(labels: np.ndarray, crop: Geometry, hu: np.ndarray, side: str, across_midline_mm: float) -> dict:
     """One kidney's facts from its region's labels and HU (both (k, j, i) on ``crop``)."""
     kidney = labels == KIDNEY
-    found = lesions(labels, crop, TUMOR, near=kidney)
+    found, count = lesions(labels, crop, TUMOR, near=kidney, limit=LISTED_LESIONS)
     return {
         "side": side,
         "crosses_midline_mm": round(max(across_midline_mm, 0.0), 1),
@@ -39,8 +41,9 @@ def region_entry(labels: np.ndarray, crop: Geometry, hu: np.ndarray, side: str, 
         "kidney_median_hu": round(float(np.median(hu[kidney])), 1) if kidney.any() else None,
         "kidney_ml": round(float(np.count_nonzero(kidney)) * crop.voxel_volume_ml, 2),
         "tumor_ml": round(float(np.count_nonzero(labels == TUMOR)) * crop.voxel_volume_ml, 2),
-        "tumor_count": len(found),
+        "tumor_count": count,
         "lesions": found,
+        "lesions_not_listed": count - len(found),
     }
 
 
@@ -76,7 +79,7 @@ def sided_regions(labels: np.ndarray, scan: Scan) -> list[dict]:
     crop = crop_geometry(scan.geometry, box)
     k, j, i = np.meshgrid(*[np.arange(s.stop - s.start, dtype=np.float32) for s in box], indexing="ij", sparse=True)
     d, spacing = crop.direction_matrix, crop.spacing_mm
-    x_mm = crop.origin_mm[0] + i * spacing[0] * d[0, 0] + j * spacing[1] * d[0, 1] + k * spacing[2] * d[0, 2]
+    x_mm = crop.origin_mm[0] + sum(index * spacing[a] * d[0, a] for a, index in enumerate((i, j, k)) if d[0, a])
     middle, cropped, hu = body_midline_x_mm(scan), labels[box], scan.array[box]
     regions = []
     for side, here in (("right", x_mm < middle), ("left", x_mm >= middle)):

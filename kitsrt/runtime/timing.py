@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from kitsrt.errors import ResourceLimitError
 
 STAGES = ("read", "coarse_preprocess", "coarse_net", "voi", "fine_preprocess", "fine_net", "preprocess", "kidney_net",
-          "tumor_net", "network", "postprocess", "write")
+          "tumor_net", "network", "postprocess", "measure", "write")
 NETWORK_STAGES = ("coarse_net", "fine_net", "kidney_net", "tumor_net", "network")  # time inside the networks
 
 

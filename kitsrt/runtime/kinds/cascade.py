@@ -141,7 +141,8 @@ def run(scan: Scan, spec: CascadeSpec, backends: dict[str, Backend], timings: Ti
     vois = [fine_stage(scan, box, spec, backends["fine"], timings) for box in boxes]
     with timings.timer("postprocess"):
         labels = paste(vois, scan.geometry)
-    regions = [voi_entry(voi, scan, coarse.body_mid_x_mm) for voi in vois]
+    with timings.timer("measure"):
+        regions = [voi_entry(voi, scan, coarse.body_mid_x_mm) for voi in vois]
     return KindResult(labels, regions, {"boxes": tuple(v.box for v in vois)})
 
 

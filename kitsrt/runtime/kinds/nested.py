@@ -78,6 +78,7 @@ def run(scan: Scan, spec: NestedSpec, backends: dict[str, Backend], timings: Tim
     with timings.timer("postprocess"):
         labels[inside & tumor] = TUMOR  # tumor masked by kidney
         full = labels_to_scan(labels, plan)
+    with timings.timer("measure"):
         regions, boxes = kidney_regions(full, scan, body_midline_x_mm(scan))
     return KindResult(full, regions, {"boxes": boxes})
 

@@ -126,9 +126,11 @@ def restore(logits: np.ndarray, record: dict, spec: SlidingWindowSpec) -> np.nda
     """Undo ``preprocess`` on the logits: resample to the cropped shape, labels, uncrop, transpose
     back. Returns kitsrt labels (k, j, i) uint8 on the scan's grid."""
     r = spec.resampling_probabilities
-    logits = ops.resample(logits, record["shape_after_cropping"], spec.target_spacing_mm, record["spacing_mm"],
-                          r.order, r.order_z, r.force_separate_z)
-    cropped = to_labels(logits, spec.outputs)
+    shape = tuple(record["shape_after_cropping"])
+    cropped = np.zeros(shape, np.uint8)
+    for rows, slab in ops.resampled_slabs(logits, shape, spec.target_spacing_mm, record["spacing_mm"], r.order,
+                                          r.order_z, r.force_separate_z):
+        cropped[rows] = to_labels(slab, spec.outputs)
     full = np.zeros(record["shape_before_cropping"], np.uint8)
     full[tuple(slice(a, b) for a, b in record["bbox"])] = cropped
     lookup = np.zeros(256, np.uint8)
@@ -170,7 +172,9 @@ def run(scan, spec: SlidingWindowSpec, backends: dict, timings):
     maps each role of ``spec.networks()`` to a loaded backend."""
     predictors = [backend_predictor(backends[role], fold) for role, fold in spec.networks().items()]
     labels = segment_array(scan.array, scan.geometry.array_spacing_mm, spec, predictors, timings)
-    return KindResult(labels=labels, regions=sided_regions(labels, scan),
+    with timings.timer("measure"):
+        regions = sided_regions(labels, scan)
+    return KindResult(labels=labels, regions=regions,
                       extra={"folds": len(predictors), "mirroring": spec.use_mirroring})
 
 
