@@ -112,7 +112,7 @@ def scan_for(name: str, work: Path) -> Path:
 
 def kitsrt_stages(report: Path, wall_s: float) -> dict:
     """kitsrt's stage seconds from its report; ``start-up and rest`` is the wall time they leave
-    (interpreter, imports, loading the networks, the report's region statistics)."""
+    (interpreter, imports, loading the networks)."""
     timings = json.loads(report.read_text())["timings_s"]
     stages = {k: round(v, 2) for k, v in timings.items()}
     stages["start-up and rest"] = round(wall_s - sum(timings.values()), 2)
@@ -229,26 +229,27 @@ def markdown(rows: list[dict]) -> str:
                      f"{_load(r)} | {r.get('run_started', 'earlier')} |")
     split = [r for r in rows if "nnunet_in_one_process" in r]
     if split:
-        n_stages = ["start-up", "read", "preprocess", "network", "export", "write"]
-        k_stages = ["start-up and rest", "read", "preprocess", "network", "postprocess", "write"]
+        columns = ["start-up", "read", "preprocess", "network", "export", "report statistics", "write"]
+        n_stages = ["start-up", "read", "preprocess", "network", "export", None, "write"]  # it writes no report
+        k_stages = ["start-up and rest", "read", "preprocess", "network", "postprocess", "measure", "write"]
         lines += ["", "Where the time goes (s). nnU-Net: the same calls in one process "
                   "(benchmarks/nnunet_stages.py), its wall time and peak RSS, and the CLI's wall time minus "
                   "that run's stages (its worker processes); kitsrt: its report's stages in the measured run.", "",
-                  "| case | TTA | tool | " + " | ".join(n_stages) + " | wall | peak RSS GiB | CLI minus stages |",
-                  "|---|---|---|" + "---:|" * (len(n_stages) + 3)]
+                  "| case | TTA | tool | " + " | ".join(columns) + " | wall | peak RSS GiB | CLI minus stages |",
+                  "|---|---|---|" + "---:|" * (len(columns) + 3)]
         for r in split:
             staged = r["nnunet_in_one_process"]
             stages = staged["stages_s"]
             workers = round(r["nnunet"]["wall_s"] - sum(stages.values()), 1)
             tta = "on" if r["tta"] else "off"
-            lines.append(f"| {r['case']} | {tta} | nnU-Net | " + " | ".join(str(stages[s]) for s in n_stages)
+            lines.append(f"| {r['case']} | {tta} | nnU-Net | " + " | ".join(str(stages[s]) if s else "-" for s in n_stages)
                          + f" | {staged['wall_s']} | {staged['peak_rss_gib']} | {workers} |")
             k = r["kitsrt"]["stages_s"]
             lines.append(f"| {r['case']} | {tta} | kitsrt | " + " | ".join(str(k.get(s, '')) for s in k_stages)
                          + f" | {r['kitsrt']['wall_s']} | {r['kitsrt']['peak_rss_gib']} | |")
         lines += ["", "kitsrt's columns are its own stages: start-up and rest (interpreter, imports, loading "
-                  "the networks, region statistics), read, preprocess, network, postprocess (nnU-Net's export "
-                  "without the write), write."]
+                  "the networks), read, preprocess, network, postprocess (nnU-Net's export without the write), "
+                  "measure (the report's per-kidney and per-lesion statistics; nnU-Net writes no report), write."]
     return "\n".join(lines) + "\n"
 
 
