@@ -25,7 +25,7 @@ def test_bench_quick_writes_json_markdown_and_plot(tmp_path):
         assert case[key] > 0
     stages = case["configs"]["onnxruntime/fp32"]["stages"]
     for stage in ("read", "coarse_preprocess", "coarse_net", "voi", "fine_preprocess", "fine_net",
-                  "postprocess", "write", "end_to_end"):
+                  "postprocess", "measure", "write", "end_to_end"):
         assert stages[stage]["median_s"] >= 0 and stages[stage]["p95_s"] >= stages[stage]["median_s"] - 1e-9
     assert "torch/fp32" in case["configs"]
     assert "AMD" in report["machine"] or "cores" in report["machine"]

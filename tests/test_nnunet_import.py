@@ -107,7 +107,7 @@ def test_package_reproduces_nnunet_predictor(nnunet, tmp_path):
     assert np.mean(ours == ref) >= 0.999
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["kind"] == "sliding-window" and report["kidney_found"]
-    assert {"preprocess", "network", "postprocess"} <= set(report["timings_s"])
+    assert {"preprocess", "network", "postprocess", "measure"} <= set(report["timings_s"])
 
 
 @pytest.mark.parametrize("broken", ["normalization", "transpose", "label_map"])
@@ -245,9 +245,11 @@ def test_resampling_is_nnunets(shape, spacing, target):
 
 
 @pytest.mark.parametrize("shape, spacing, target", [
-    ((9, 40, 44), (3.0, 1.0, 1.0), (1.5, 1.6, 1.6)),  # up in z, down in plane: one 3-D linear resize
-    ((12, 50, 40), (5.0, 1.2, 1.2), (2.5, 2.4, 2.4)),  # separate z (order 0 along a0)
-    ((44, 30, 12), (1.0, 1.0, 4.5), (1.0, 1.5, 3.0)),  # separate z along the last axis
+    ((9, 40, 44), (3.0, 1.0, 1.0), (1.5, 1.6, 1.6)),  # a0 shrinks, in plane grows: one 3-D linear resize
+    ((12, 50, 40), (5.0, 1.2, 1.2), (2.5, 2.4, 2.4)),  # a0 shrinks; separate z (order 0 along a0)
+    ((44, 30, 12), (1.0, 1.0, 4.5), (1.0, 1.5, 3.0)),  # a0 kept; separate z along the last axis
+    ((10, 30, 36), (0.8, 0.9, 0.9), (2.0, 1.5, 1.5)),  # a0 grows (thin slices): 3-D linear
+    ((10, 12, 24), (1.0, 4.0, 1.0), (2.0, 2.0, 2.0)),  # a0 grows; separate z along a1
 ])
 def test_logits_resampled_in_slabs_follow_nnunets_resampling(shape, spacing, target):
     """Logits (on the network's grid: ``shape`` at ``target``) back to the scan's ``spacing``."""

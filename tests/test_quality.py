@@ -208,3 +208,22 @@ def test_a_region_lists_its_largest_lesions_and_counts_the_rest():
     assert schema["$defs"]["kidney"]["properties"]["lesions"]["maxItems"] == LISTED_LESIONS
     (too_many,) = [w for w in side_warnings(region, QUALITY) if w["code"] == "too_many_tumors"]
     assert too_many["values"]["tumor_count"] == 40
+
+
+def test_a_far_lesion_on_a_large_anisotropic_grid_is_measured_without_a_huge_shift_search():
+    import SimpleITK as sitk
+
+    from kitsrt.runtime.measure import distance_to_mm
+
+    grid = Geometry((300, 300, 60), (0.8, 0.8, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    kidney = np.zeros(grid.array_shape, bool)
+    kidney[2:12, 5:25, 5:25] = True  # 4,000 voxels: too many pairs with the lesion, so shifts, then a map
+    box = (slice(45, 55), slice(260, 280), slice(260, 280))
+    component = np.ones((10, 20, 20), bool)
+    image = sitk.GetImageFromArray(kidney.astype(np.uint8))
+    image.SetSpacing(grid.spacing_mm)
+    whole = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                                                useImageSpacing=True))
+    expected = float(whole[box].min())
+    assert expected > 200  # mm: the window grows to hundreds of mm before it holds kidney
+    assert distance_to_mm(kidney, component, box, grid) == pytest.approx(expected, abs=1e-3)

@@ -131,3 +131,11 @@ def test_growth_follows_the_kidney_and_stops_at_the_maximum_extent():
     limited = capped(box, grown, 200.0)
     assert np.allclose(limited.low, (-20, 0, 0)) and np.allclose(limited.high, (100, 170, 200))
     assert capped(box, grown, None) == grown
+
+
+def test_preview_counts_every_tumor_not_only_the_listed_ones(small_case):
+    lesion = {"volume_ml": 2.0, "longest_diameter_mm": 20.0, "centre_mm": [0.0, 0.0, 0.0], "distance_to_kidney_mm": 0.0}
+    report = {"kidneys": [{"side": "right", "kidney": {"volume_ml": 150.0, "length_mm": 110.0, "centre_mm": [0, 0, 0]},
+                           "tumor_count": 40, "lesions": [lesion] * 10, "lesions_not_listed": 30}]}
+    captions = [caption for caption, _ in preview_rows(report, small_case[1].geometry)]
+    assert captions[1].startswith("right tumor 1 of 40:")

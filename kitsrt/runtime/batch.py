@@ -114,8 +114,9 @@ def preview_rows(report: dict, geometry) -> list[tuple[str, tuple]]:
                          f"{kidney['length_mm']:.0f} mm long", tuple(kidney["centre_mm"])))
     tumors = sorted(((lesion, region["side"]) for region in report["kidneys"] for lesion in region["lesions"]),
                     key=lambda item: -item[0]["volume_ml"])
+    count = sum(region["tumor_count"] for region in report["kidneys"])  # the listed lesions are the largest
     for n, (lesion, side) in enumerate(tumors[:2]):
-        rows.append((f"{side} tumor {n + 1} of {len(tumors)}: {lesion['volume_ml']:.1f} mL, longest diameter "
+        rows.append((f"{side} tumor {n + 1} of {count}: {lesion['volume_ml']:.1f} mL, longest diameter "
                      f"{lesion['longest_diameter_mm']:.0f} mm", tuple(lesion["centre_mm"])))
     if not rows:
         middle = geometry.index_to_physical([(np.asarray(geometry.size) - 1) / 2.0])[0]

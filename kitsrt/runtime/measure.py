@@ -145,7 +145,8 @@ def distance_to_mm(target: np.ndarray, component: np.ndarray, box: tuple[slice, 
             if np.count_nonzero(component) * np.count_nonzero(target[window]) <= PAIRWISE_DISTANCE_PAIRS:
                 nearest = _nearest_mm(target[window], component, start, spacing_kji)
             elif NEAREST_SHIFTS:
-                nearest = _nearest_by_shifts(target[window], component, start, spacing_kji, margin_mm)
+                nearest = _nearest_by_shifts(target[window], component, start, spacing_kji,
+                                             min(margin_mm, 2.0 * float(spacing_kji.max())))
             if nearest is None:
                 nearest = max(float(_maurer_mm(target[window], geometry.spacing_mm)[inner][component].min()), 0.0)
             if nearest <= margin_mm or window == whole:  # a target voxel outside is farther than the margin

@@ -161,11 +161,13 @@ def _resize_axis(data: np.ndarray, axis: int, new: int, order: int) -> np.ndarra
 def resampled_slabs(data: np.ndarray, shape: tuple[int, ...], current_spacing_mm, new_spacing_mm, order: int,
                     order_z: int = 0, force_separate_z: bool | None = None, slab_voxels: int = 1 << 22):
     """``resample`` of (c, a0, a1, a2) logits to (c, *shape), yielded as (a0 slice, float32 slab
-    (c, rows, *shape[1:])) of about ``slab_voxels`` voxels, so a full-size scan is never held in
-    float. Orders 0 and 1 (nnU-Net's for probabilities) are separable: a1 and a2 are resized once,
-    a0 slab by slab, in float32 (nnU-Net: float64, then the logits' dtype); the values differ
-    from ``resample``'s by float32 rounding, signs only where a logit is within it of 0. Other
-    orders resample the whole array with ``resample``."""
+    (c, rows, *shape[1:])) of about ``slab_voxels`` voxels, so the output is never held whole in
+    float. Orders 0 and 1 (nnU-Net's for probabilities) are separable, done in float32 (nnU-Net:
+    float64, then the logits' dtype): when a0 grows, a1 and a2 are resized once and a0 slab by
+    slab; when it shrinks, a0 first, then a1 and a2 slab by slab (no intermediate larger than the
+    input or the output's slabs). Values differ from ``resample``'s by float32 rounding, so a label
+    can change only where logits are that close to a decision. Other orders resample the whole
+    array with ``resample``."""
     axis = separate_z_axis(current_spacing_mm, new_spacing_mm, force_separate_z)
     orders = [order_z if a == axis else order for a in range(3)]
     rows = max(1, slab_voxels // max(1, int(np.prod(shape[1:]))))
@@ -173,6 +175,14 @@ def resampled_slabs(data: np.ndarray, shape: tuple[int, ...], current_spacing_mm
         whole = resample(data, shape, current_spacing_mm, new_spacing_mm, order, order_z, force_separate_z)
         for start in range(0, shape[0], rows):
             yield slice(start, start + rows), whole[:, start:start + rows].astype(np.float32)
+        return
+    if shape[0] < data.shape[1]:
+        thinned = _resize_axis(data.astype(np.float32), 1, shape[0], orders[0])
+        for start in range(0, shape[0], rows):
+            slab = thinned[:, start:start + rows]
+            for a in (2, 1):
+                slab = _resize_axis(slab, a + 1, shape[a], orders[a])
+            yield slice(start, start + rows), slab
         return
     planes = data.astype(np.float32)
     for a in (2, 1):

@@ -16,7 +16,7 @@ from kitsrt.runtime.measure import lesions, organ
 from kitsrt.runtime.postprocess import KIDNEY, TUMOR
 from kitsrt.runtime.voi import side_of
 
-REPORT_VERSION = 2
+REPORT_VERSION = 3  # 3: lesions lists the largest LISTED_LESIONS per kidney, lesions_not_listed the rest
 LISTED_LESIONS = 10  # per kidney, largest first; more are counted (tumor_count, tumor_ml), not measured
 COORDINATE_SYSTEM = ("LPS, millimetres, in the frame of the input's header: x increases towards the patient's "
                      "left, y towards posterior, z towards superior (DICOM patient coordinates)")
