@@ -97,3 +97,30 @@ def test_decoy_volume_lies_on_the_fine_grid_with_true_labels():
         assert decoy.image.shape == decoy.labels.shape and decoy.case == "p3_decoy"
         assert decoy.image.dtype == np.float32 and set(np.unique(decoy.labels)) <= {0, 1, 2}
     assert any(decoy.labels.sum() < 0.02 * decoy.labels.size for decoy in decoys)  # mostly off the kidneys
+
+
+def test_tumor_weight_raises_the_cost_of_missed_tumor_only():
+    from dataclasses import replace
+
+    from kitsrt.training.trainer import compute_loss
+
+    config = preset_config("fine", None)
+    labels = torch.zeros(1, 8, 8, 8, dtype=torch.int64)
+    labels[0, 2:4, 2:4, 2:4] = 2
+    labels[0, 4:6, 4:6, 4:6] = 1
+    logits = torch.zeros(1, 3, 8, 8, 8)
+    logits[:, 0] = 2.0  # background everywhere: kidney and tumor both missed
+    plain, weighted = (compute_loss(logits, labels, None, replace(config, tumor_ce_weight=w)) for w in (1.0, 10.0))
+    assert weighted > plain
+    labels_without_tumor = torch.where(labels == 2, 1, labels)
+    same = [compute_loss(logits, labels_without_tumor, None, replace(config, tumor_ce_weight=w)) for w in (1.0, 10.0)]
+    assert torch.isclose(same[0], same[1])  # no tumor voxel: the weight changes nothing
+
+
+def test_tumor_weight_option_is_checked():
+    from typer.testing import CliRunner
+
+    from kitsrt.cli import app
+
+    result = CliRunner().invoke(app, ["train", "nowhere", "--stage", "fine", "-o", "out", "--tumor-weight", "nan"])
+    assert result.exit_code == 2 and "--tumor-weight" in result.output

@@ -28,6 +28,8 @@ def train(
                                                     "augmentation), or a seed 002 VB-Net size (coarse, fine, tiny; "
                                                     "default: the stage's)."),
     learning_rate: float = typer.Option(2e-3, help="Adam learning rate (cosine-decayed)."),
+    tumor_weight: float = typer.Option(1.0, help="Weight of the tumor class (label 2) in the cross-entropy of the "
+                                                 "VB-Nets' loss (tumor is about 1% of the fine voxels)."),
     seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Random seed."),
     threads: int = typer.Option(2, min=1, max=256, help="CPU threads for torch."),
     cache: Optional[Path] = typer.Option(None, help="Folder caching the preprocessed volumes between runs."),
@@ -54,6 +56,7 @@ def train(
     from kitsrt.training.run import train_recipe
 
     finite(learning_rate, "learning-rate", 1e-8, 10.0)
+    finite(tumor_weight, "tumor-weight", 0.01, 1000.0)
     with Progress(console=err, transient=False) as bar:
         preparing = bar.add_task("preparing cases", total=None)
         tasks = {}
@@ -73,4 +76,4 @@ def train(
                      on_prepared=lambda case: bar.update(preparing, description=f"prepared {case}"),
                      on_step=on_step, on_trained=on_trained, steps=steps, batch_size=batch_size,
                      crop=triple(crop, "crop", int), learning_rate=learning_rate, seed=seed, threads=threads,
-                     styles=styles, procedural=procedural)
+                     tumor_ce_weight=tumor_weight, styles=styles, procedural=procedural)

@@ -45,6 +45,7 @@ class TrainConfig:
     threads: int = 2
     checkpoint_every: int = 50
     ce_weight: float = 1.0
+    tumor_ce_weight: float = 1.0  # the tumor class's (label 2) weight in the cross-entropy of "gdice+ce"
     loss: str = "gdice+ce"  # or "dice+bce" (one sigmoid channel, seed 004)
     pad_input: float = PAD_INPUT  # the normalised value of air, for crops that overhang the volume
     augment: bool = False  # intensity + geometric augmentation (kitsrt.training.augment)
@@ -131,7 +132,11 @@ def _batch(volumes, config: TrainConfig, rng):
 def compute_loss(logits: torch.Tensor, labels: torch.Tensor, masks, config: TrainConfig) -> torch.Tensor:
     if config.loss == "dice+bce":
         return masked_dice_bce_loss(logits, labels, masks)
-    return generalized_dice_loss(logits, labels) + config.ce_weight * F.cross_entropy(logits, labels)
+    weight = None
+    if config.tumor_ce_weight != 1.0 and logits.shape[1] > 2:
+        weight = torch.ones(logits.shape[1], dtype=logits.dtype)
+        weight[2] = config.tumor_ce_weight
+    return generalized_dice_loss(logits, labels) + config.ce_weight * F.cross_entropy(logits, labels, weight=weight)
 
 
 def save_checkpoint(path: Path, model, optimizer, step: int, config: TrainConfig, rng) -> None:
