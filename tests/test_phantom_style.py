@@ -10,7 +10,9 @@ import pytest
 from kitsrt.errors import InputError
 from kitsrt.phantom import PhantomStyle, procedural_label_map, random_style, styled_labels, synthesize_case, synthesize_ct
 from kitsrt.phantom.ct import _depth_mm
-from kitsrt.phantom.style import PHASES, _kidney_centroids
+from kitsrt.phantom.ct import AIR_HU, draw_landmarks
+from kitsrt.phantom.style import (PHASES, _draw_packed_bowel, _kidney_centroids, _room_for_back_muscles,
+                                  _styled_body_hu)
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +111,39 @@ def test_bad_styles_are_refused():
         PhantomStyle(tumor_kinds=("glowing",))
     with pytest.raises(InputError, match="nephrectomy"):
         PhantomStyle(nephrectomy="both")
+
+
+def test_trunk_muscles_and_packed_bowel_surround_the_kidneys_with_kidney_like_tissue(labels):
+    """In a non-contrast scan the kidney's HU is the muscles' and the bowel wall's: the styled body
+    must offer that tissue in bulk (paraspinal, psoas, quadratus lumborum, bowel loops), and mottled
+    gas in the colon, so that HU alone cannot tell a kidney."""
+    lean = PhantomStyle(phase="non-contrast", cortex_hu=35.0, medulla_hu=32.0, muscle_hu=45.0, bowel_wall_hu=40.0,
+                        noise_hu=0.0, mimics=0, muscle_scale=1.0, bowel_loops=0)
+    bulky = replace(lean, muscle_scale=1.6, bowel_loops=120)
+    outside = labels.array == 0
+
+    def kidney_like_and_gas(style):
+        hu = synthesize_ct(labels, seed=6, style=style).array[outside]
+        return int(((hu > 20) & (hu < 70)).sum()), int(((hu > -900) & (hu < -300)).sum())
+
+    lean_tissue, lean_gas = kidney_like_and_gas(lean)
+    bulky_tissue, bulky_gas = kidney_like_and_gas(bulky)
+    kidney_voxels = int((labels.array > 0).sum())
+    assert lean_tissue > 3 * kidney_voxels
+    assert bulky_tissue - lean_tissue > 2 * kidney_voxels
+    assert bulky_gas > lean_gas
+
+
+def test_styled_organs_stay_inside_the_body(labels):
+    """Liver, spleen and bowel are clipped to the abdominal wall, even in a small, thin body."""
+    style = PhantomStyle(body_scale=0.8, fat_mm=45.0, bowel_loops=120, arms_down=False)
+    lm = draw_landmarks(labels.array, labels.geometry, np.random.default_rng(0))
+    lm = _room_for_back_muscles(replace(lm, body_radii=(0.8 * lm.body_radii[0], 0.8 * lm.body_radii[1]),
+                                        fat_mm=style.fat_mm), style)
+    loops = _draw_packed_bowel(_kidney_centroids(labels.array, labels.geometry), lm, style, np.random.default_rng(1))
+    x, y = np.meshgrid(lm.mid_x + np.arange(-250.0, 250.0, 2.0), lm.body_center_y + np.arange(-250.0, 250.0, 2.0))
+    for above in (-60.0, 0.0, 60.0, 120.0):
+        hu, _ = _styled_body_hu(x, y, np.full_like(x, lm.kidney_z + above), lm, style, (), loops)
+        rx, ry = lm.body_radii
+        outside = ((x - lm.mid_x) / rx) ** 2 + ((y - lm.body_center_y) / ry) ** 2 > 1.0
+        assert (hu[outside] == AIR_HU).all(), f"tissue drawn outside the body {above} mm above the kidneys"

@@ -6,7 +6,9 @@ from about 30 to 250, cortex/medulla contrast present or absent, contrast in the
 the tumor appearances (hypo-, iso-, hyper-enhancing, cystic, fat-containing, calcified), muscle,
 fat, liver, spleen and vessel HU with a textured spread, noise level (low dose included) and grain,
 slice thickness 0.5-5 mm with a matching blur along the superior-inferior axis, in-plane kernel
-sharpness, body size and fat, arms up or down, the reconstruction circle (cropping a large body),
+sharpness up to that of 3 mm pixels, body size and fat, trunk muscle bulk (paraspinal, psoas,
+quadratus lumborum, abdominal wall) and vertebral bone density, packed bowel loops with mottled
+content around the kidneys, arms up or down, the reconstruction circle (cropping a large body),
 soft-tissue "mimic" masses away from the kidneys (labelled background), and label edits: one kidney
 removed (nephrectomy) or the tumors removed. The pelvis (iliac wings, femoral heads, bladder) and
 gluteal muscles are drawn wherever the scan reaches below the kidneys.
@@ -79,6 +81,10 @@ class PhantomStyle:
     arms_down: bool = False
     fov_radius_mm: float = 250.0
     mimics: int = 3
+    muscle_scale: float = 1.0
+    wall_mm: float = 10.0
+    bowel_loops: int = 0
+    bone_hu: float = 220.0
     nephrectomy: str | None = None
     tumor_free: bool = False
 
@@ -125,9 +131,10 @@ def random_style(seed: int) -> PhantomStyle:
         phase=phase, **organs, fat_hu=rng.uniform(-120, -80), texture_hu=rng.uniform(3, 15),
         tumor_kinds=tuple(str(k) for k in kinds),
         noise_hu=rng.uniform(25, 45) if low_dose else rng.uniform(5, 20), noise_grain_mm=rng.uniform(0, 0.9),
-        slice_mm=rng.uniform(0.5, 5.0), kernel_mm=rng.uniform(0.3, 0.9), body_scale=rng.uniform(0.85, 1.3),
+        slice_mm=rng.uniform(0.5, 5.0), kernel_mm=rng.uniform(0.3, 1.4), body_scale=rng.uniform(0.8, 1.2),
         fat_mm=rng.uniform(5, 45), arms_down=bool(rng.random() < 0.4), fov_radius_mm=rng.uniform(190, 260),
-        mimics=int(rng.integers(1, 7)),
+        mimics=int(rng.integers(1, 7)), muscle_scale=rng.uniform(1.0, 1.6), wall_mm=rng.uniform(7, 18),
+        bowel_loops=int(rng.integers(60, 140)), bone_hu=rng.uniform(130, 300),
         nephrectomy=("left" if rng.random() < 0.5 else "right") if edit < 0.12 else None,
         tumor_free=bool(0.12 <= edit < 0.32),
     )
@@ -166,6 +173,22 @@ def _arms(x, y, lm: Landmarks) -> list[tuple[np.ndarray, float, str]]:
     return parts
 
 
+def _trunk_muscles(x, y, above, lm: Landmarks, style: PhantomStyle) -> list[tuple[np.ndarray, float]]:
+    """(mask, HU) of the muscles around the spine at ``style.muscle_scale`` bulk: psoas (growing
+    towards the pelvis), quadratus lumborum behind each kidney, and the paraspinal muscles, which
+    reach the back's wall; all at muscle HU, as the kidney is in a non-contrast scan."""
+    k, muscle, parts = style.muscle_scale, style.muscle_hu, []
+    psoas_r = k * np.clip(9 - above / 10, 7, 24)
+    for side in (-1, 1):
+        parts.append((_ellipse(x - (lm.mid_x + side * (26 + psoas_r)), y - (lm.kidney_y + 2), psoas_r, 0.9 * psoas_r),
+                      muscle - 3))
+        parts.append((_ellipse(x - (lm.mid_x + side * (58 + 8 * k)), y - (lm.kidney_y + 38), 15 * k, 8 * k)
+                      & (above < 40), muscle))
+        parts.append((_ellipse(x - (lm.mid_x + side * (12 + 22 * k)), y - (lm.kidney_y + 48), 24 * k, 22 * k),
+                      muscle + 2))
+    return parts
+
+
 def _pelvis(x, y, above, lm: Landmarks, style: PhantomStyle) -> list[tuple[np.ndarray, float, float]]:
     """(mask, HU, texture HU) of the pelvis below the kidneys (``above``: mm above the kidneys' centre):
     gluteal muscles, iliac wings, femoral heads (cortex and cancellous bone), bladder."""
@@ -184,7 +207,7 @@ def _pelvis(x, y, above, lm: Landmarks, style: PhantomStyle) -> list[tuple[np.nd
     return parts
 
 
-def _styled_body_hu(x, y, z, lm: Landmarks, style: PhantomStyle, mimics) -> tuple[np.ndarray, np.ndarray]:
+def _styled_body_hu(x, y, z, lm: Landmarks, style: PhantomStyle, mimics, packed_bowel=()) -> tuple[np.ndarray, np.ndarray]:
     """(HU, texture amplitude in HU) of everything but the kidneys, for physical x, y, z (mm, LPS)."""
     rx, ry = lm.body_radii
     dx, dy = x - lm.mid_x, y - lm.body_center_y
@@ -203,7 +226,9 @@ def _styled_body_hu(x, y, z, lm: Landmarks, style: PhantomStyle, mimics) -> tupl
                 {"fat": 0.5 * t, "muscle": t, "bone": 60.0}[tissue])
     put(_ellipse(dx, dy, rx, ry), style.fat_hu, 0.5 * t)
     put(_ellipse(dx, dy, rx - lm.fat_mm, ry - lm.fat_mm), muscle, t)
-    put(_ellipse(dx, dy, rx - lm.fat_mm - 10, ry - lm.fat_mm - 10), style.fat_hu + 10, 0.7 * t)
+    wall = lm.fat_mm + style.wall_mm
+    inner = _ellipse(dx, dy, rx - lm.fat_mm - 2, ry - lm.fat_mm - 2)
+    put(_ellipse(dx, dy, rx - wall, ry - wall), style.fat_hu + 10, 0.7 * t)
     above = z - lm.kidney_z
     z_low, z_high = float(z.min()), float(z.max())
 
@@ -211,28 +236,34 @@ def _styled_body_hu(x, y, z, lm: Landmarks, style: PhantomStyle, mimics) -> tupl
         return z_low <= center_z + radius_z and z_high >= center_z - radius_z
 
     if spans(lm.kidney_z + 70, 95):
-        put(_ellipsoid(x - (lm.mid_x - 85), y - (lm.kidney_y - 45), above - 70, 90, 80, 95), style.liver_hu, t)
+        put(_ellipsoid(x - (lm.mid_x - 85), y - (lm.kidney_y - 45), above - 70, 90, 80, 95) & inner, style.liver_hu, t)
     if spans(lm.kidney_z + 55, 55):
-        put(_ellipsoid(x - (lm.mid_x + 85), y - (lm.kidney_y + 5), above - 55, 40, 32, 55), style.spleen_hu, 1.5 * t)
+        put(_ellipsoid(x - (lm.mid_x + 85), y - (lm.kidney_y + 5), above - 55, 40, 32, 55) & inner, style.spleen_hu, 1.5 * t)
     for bx, by, bz, brx, bry, brz, _, content in lm.bowel:
         if not spans(bz, brz):
             continue
-        loop = _ellipsoid(x - bx, y - by, z - bz, brx, bry, brz)
+        loop = _ellipsoid(x - bx, y - by, z - bz, brx, bry, brz) & inner
         put(loop, style.bowel_wall_hu, t)
         put(loop & _ellipsoid(x - bx, y - by, z - bz, brx - 4, bry - 4, brz - 4), content, 2 * t)
+    for bx, by, bz, br, content, mottle in packed_bowel:
+        if spans(bz, 1.3 * br):
+            loop = _ellipsoid(x - bx, y - by, z - bz, br, 0.8 * br, 1.3 * br) & inner
+            put(loop, style.bowel_wall_hu, t)
+            put(loop & _ellipsoid(x - bx, y - by, z - bz, br - 3, 0.8 * br - 3, 1.3 * br - 3), content, mottle)
     for mx, my, mz, mr, mhu, mtex in mimics:
         if spans(mz, mr):
             put(_ellipsoid(x - mx, y - my, z - mz, mr, 0.85 * mr, 1.2 * mr), mhu, mtex)
     if spans(lm.kidney_z - 220, 120):
         for mask, value, texture in _pelvis(x, y, above, lm, style):
             put(mask, value, texture)
-    psoas_r = np.clip(8 - above / 12, 6, 22)
-    for side in (-1, 1):
-        put(_ellipse(x - (lm.mid_x + side * 32), y - (lm.kidney_y + 5), psoas_r, psoas_r), muscle - 3, t)
-        put(_ellipse(x - (lm.mid_x + side * 30), y - (lm.kidney_y + 55), 26, 20), muscle + 2, t)
+    for mask, value in _trunk_muscles(x, y, above, lm, style):
+        put(mask & inner, value, t)
     spine_y = lm.kidney_y + 8
     put(_ellipse(x - lm.mid_x, y - spine_y, 21, 17), 650.0, 60.0)
-    put(_ellipse(x - lm.mid_x, y - spine_y, 18, 14), 220.0, 40.0)
+    put(_ellipse(x - lm.mid_x, y - spine_y, 18, 14), style.bone_hu, 40.0)
+    for side in (-1, 1):  # transverse processes, once per vertebra
+        put(_ellipse(x - (lm.mid_x + side * 34), y - (spine_y + 14), 16, 5) & (np.sin(z * (2 * np.pi / 34.0) + 1.6) > 0.5),
+            600.0, 60.0)
     put(_ellipse(x - lm.mid_x, y - spine_y, 21, 17) & (np.sin(z * (2 * np.pi / 34.0)) > 0.8), 85.0, t)
     put(_ellipse(x - lm.mid_x, y - (spine_y + 42), 7, 14), 600.0, 60.0)
     put(_ellipse(x - lm.mid_x, y - (spine_y + 25), 8, 7), 15.0, 0.5 * t)
@@ -262,8 +293,35 @@ def _draw_mimics(centroids: np.ndarray, lm: Landmarks, style: PhantomStyle, rng:
     return tuple(mimics)
 
 
+def _draw_packed_bowel(centroids: np.ndarray, lm: Landmarks, style: PhantomStyle, rng: np.random.Generator):
+    """``style.bowel_loops`` bowel loops (x, y, z, radius, content HU, content texture HU) packed in
+    front of and beside the kidneys, clear of them: fluid-filled small bowel, or colon whose mottled
+    content mixes gas and stool."""
+    loops = []
+    for _ in range(4 * style.bowel_loops):
+        if len(loops) == style.bowel_loops:
+            break
+        r = rng.uniform(9, 22)
+        p = np.array([lm.mid_x + rng.uniform(-120, 120), lm.kidney_y + rng.uniform(-130, 10),
+                      lm.kidney_z + rng.uniform(-160, 90)])
+        clear = all(np.sum(((p - c) / (np.array([32.0, 28.0, 60.0]) + r)) ** 2) > 1 for c in centroids)
+        if clear:
+            colon = rng.random() < 0.4
+            content = rng.uniform(-250, 0) if colon else rng.choice([rng.uniform(0, 40), rng.uniform(150, 350)])
+            loops.append((*p, r, float(content), rng.uniform(150, 300) if colon else rng.uniform(5, 20)))
+    return tuple(loops)
+
+
+def _room_for_back_muscles(lm: Landmarks, style: PhantomStyle) -> Landmarks:
+    """``lm`` with the body's back wall moved back just enough that the paraspinal muscles fit inside it."""
+    back = lm.body_center_y + lm.body_radii[1] - lm.fat_mm
+    needed = lm.kidney_y + 52 + 22 * style.muscle_scale
+    grow = max(needed - back, 0.0)
+    return replace(lm, body_center_y=lm.body_center_y + grow / 2, body_radii=(lm.body_radii[0], lm.body_radii[1] + grow / 2))
+
+
 def _styled_body_image(geometry: Geometry, lm: Landmarks, style: PhantomStyle, mimics,
-                       rng: np.random.Generator) -> sitk.Image:
+                       rng: np.random.Generator, packed_bowel=()) -> sitk.Image:
     """The styled body on a BODY_GRID_MM grid covering ``geometry``, textured (2 mm grain)."""
     low, size, (x, y, z) = body_grid(geometry)
     hu = np.empty((size[2], size[1], size[0]), dtype=np.float32)
@@ -271,7 +329,7 @@ def _styled_body_image(geometry: Geometry, lm: Landmarks, style: PhantomStyle, m
     for z0 in range(0, size[2], SLAB_PLANES):
         zs = z[z0:z0 + SLAB_PLANES, None, None]
         hu[z0:z0 + SLAB_PLANES], amp[z0:z0 + SLAB_PLANES] = _styled_body_hu(
-            *np.broadcast_arrays(x[None, None, :], y[None, :, None], zs), lm, style, mimics)
+            *np.broadcast_arrays(x[None, None, :], y[None, :, None], zs), lm, style, mimics, packed_bowel)
     hu += amp * _smooth_noise(hu.shape, (BODY_GRID_MM,) * 3, 2.0, rng)
     del amp
     return body_grid_image(hu, low)
@@ -363,9 +421,11 @@ def synthesize_styled(label_map: Scan, seed: int, style: PhantomStyle) -> Scan:
     lm = draw_landmarks(np.asarray(label_map.array), geometry, rng)
     rx, ry = lm.body_radii
     lm = replace(lm, body_radii=(rx * style.body_scale, ry * style.body_scale), fat_mm=style.fat_mm)
+    lm = _room_for_back_muscles(lm, style)
     centroids = _kidney_centroids(np.asarray(label_map.array), geometry)
     mimics = _draw_mimics(centroids, lm, style, rng)
-    hu = _on_grid(_styled_body_image(geometry, lm, style, mimics, rng), geometry)
+    packed_bowel = _draw_packed_bowel(centroids, lm, style, rng)
+    hu = _on_grid(_styled_body_image(geometry, lm, style, mimics, rng, packed_bowel), geometry)
     box = bounding_box(labels > 0, margin=4)
     if box is not None:
         kidney = _styled_kidney_hu(np.asarray(labels[box]), geometry.array_spacing_mm, style, rng)
