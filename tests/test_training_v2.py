@@ -124,3 +124,29 @@ def test_tumor_weight_option_is_checked():
 
     result = CliRunner().invoke(app, ["train", "nowhere", "--stage", "fine", "-o", "out", "--tumor-weight", "nan"])
     assert result.exit_code == 2 and "--tumor-weight" in result.output
+
+
+def test_stop_at_then_resume_follows_the_uninterrupted_schedule(tmp_path):
+    """A run stopped with ``stop_at`` and resumed ends with the same weights as one run straight
+    through the same schedule (the learning rate's decay is that of ``steps``, not of ``stop_at``)."""
+    from dataclasses import replace
+
+    from kitsrt.models.vbnet import PRESETS
+    from kitsrt.training.trainer import TrainConfig, train
+
+    labels = np.zeros((24, 24, 24), np.uint8)
+    labels[6:16, 8:18, 5:15] = 1
+    image = np.where(labels > 0, 0.5, -1.0).astype(np.float32)
+    volumes = [Volume(image, labels, "cube")]
+    config = TrainConfig(stage="coarse", model=replace(PRESETS["tiny"], num_classes=3), steps=6, batch_size=1,
+                         crop=(16, 16, 16), threads=1, checkpoint_every=100)
+    load = lambda folder: torch.load(tmp_path / folder / "checkpoint.pt", weights_only=True)["model"]
+    straight = train(volumes, config, tmp_path / "straight")
+    stopped = train(volumes, config, tmp_path / "split", stop_at=2)
+    at_stop = load("split")
+    shorter = train(volumes, replace(config, steps=2), tmp_path / "short")
+    assert not all(torch.equal(at_stop[k], load("short")[k]) for k in at_stop)  # not a 2-step schedule
+    resumed = train(volumes, config, tmp_path / "split", resume=True)
+    assert (straight["steps"], stopped["steps"], shorter["steps"], resumed["steps"]) == (6, 2, 2, 6)
+    a, b = load("straight"), load("split")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -34,6 +34,8 @@ def train(
     threads: int = typer.Option(2, min=1, max=256, help="CPU threads for torch."),
     cache: Optional[Path] = typer.Option(None, help="Folder caching the preprocessed volumes between runs."),
     resume: bool = typer.Option(False, help="Continue from output/checkpoint.pt."),
+    stop_at: Optional[int] = typer.Option(None, min=1, help="Stop at this step, keeping the --steps schedule "
+                                                            "(the learning rate's decay); go on later with --resume."),
     styles: int = typer.Option(0, min=0, max=100, help="Domain-randomised phantoms per label map (0: the default "
                                                        "phantom, seed = case number)."),
     procedural: int = typer.Option(0, min=0, max=10000, help="Procedural label maps added, each with a random "
@@ -76,4 +78,4 @@ def train(
                      on_prepared=lambda case: bar.update(preparing, description=f"prepared {case}"),
                      on_step=on_step, on_trained=on_trained, steps=steps, batch_size=batch_size,
                      crop=triple(crop, "crop", int), learning_rate=learning_rate, seed=seed, threads=threads,
-                     tumor_ce_weight=tumor_weight, styles=styles, procedural=procedural)
+                     tumor_ce_weight=tumor_weight, styles=styles, procedural=procedural, stop_at=stop_at)

@@ -15,7 +15,7 @@ def train_recipe(data: Path, output: Path, preset: str | None, stage: str | None
                  cache: Path | None, resume: bool, on_prepared: Callable[[str], None] | None = None,
                  on_step: Callable[[str, int, float], None] | None = None,
                  on_trained: Callable[[str, dict, Path, int], None] | None = None, styles: int = 0,
-                 procedural: int = 0, **config) -> dict[str, dict]:
+                 procedural: int = 0, stop_at: int | None = None, **config) -> dict[str, dict]:
     """Train the networks of ``preset``/``stage`` on the KiTS-layout folder ``data`` (less ``exclude``).
 
     ``config`` holds TrainConfig fields (steps, batch_size, crop (z, y, x voxels), learning_rate,
@@ -25,7 +25,7 @@ def train_recipe(data: Path, output: Path, preset: str | None, stage: str | None
     instead (``styles`` random styles per label map, plus ``procedural`` procedural label maps; see
     ``kitsrt.training.data.styled_cases``); a fine-only run then prepares the cases last-first, so a
     coarse and a fine run started together on one cache share the work. Returns each role's
-    training summary."""
+    training summary. ``stop_at`` stops each network at that step of its schedule (see ``train``)."""
     spec, roles = training_plan(preset, stage)
     configs = {role: preset_config(role, preset, **config) for role in roles}
     for role, network in configs.items():
@@ -41,7 +41,7 @@ def train_recipe(data: Path, output: Path, preset: str | None, stage: str | None
     for role, network in configs.items():
         folder = output / role if preset == "seed004" else output
         step = (lambda s, loss, r=role: on_step(r, s, loss)) if on_step else None
-        summaries[role] = train(volumes[role], network, folder, resume, progress=step)
+        summaries[role] = train(volumes[role], network, folder, resume, progress=step, stop_at=stop_at)
         if on_trained is not None:
             on_trained(role, summaries[role], folder, len(volumes[role]))
     return summaries

@@ -149,8 +149,10 @@ def save_checkpoint(path: Path, model, optimizer, step: int, config: TrainConfig
 
 
 def train(volumes: list[Volume], config: TrainConfig, out_dir: Path, resume: bool = False,
-          progress=None) -> dict:
-    """Train and write ``out_dir/checkpoint.pt`` + ``config.json``. Returns a small summary."""
+          progress=None, stop_at: int | None = None) -> dict:
+    """Train and write ``out_dir/checkpoint.pt`` + ``config.json``. Returns a small summary.
+    ``stop_at``: stop (and checkpoint) at this step of the ``config.steps`` schedule; a later run
+    with ``resume`` goes on exactly where it stopped."""
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
@@ -168,7 +170,8 @@ def train(volumes: list[Volume], config: TrainConfig, out_dir: Path, resume: boo
         rng.bit_generator.state = json.loads(state["numpy_rng"])
     model.train()
     started, cpu_started, losses = time.perf_counter(), time.process_time(), []
-    while step < config.steps:
+    last = config.steps if stop_at is None else min(stop_at, config.steps)
+    while step < last:
         lr = float(config.learning_rate * 0.5 * (1 + np.cos(np.pi * step / config.steps)))
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -182,7 +185,7 @@ def train(volumes: list[Volume], config: TrainConfig, out_dir: Path, resume: boo
         losses.append(loss.item())
         if progress is not None:
             progress(step, losses[-1])
-        if step % config.checkpoint_every == 0 or step == config.steps:
+        if step % config.checkpoint_every == 0 or step == last:
             save_checkpoint(checkpoint, model, optimizer, step, config, rng)
     return {"steps": step, "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
             "final_loss": float(np.mean(losses[-20:])) if losses else None}
