@@ -9,9 +9,9 @@ import pytest
 
 from kitsrt.errors import InputError
 from kitsrt.phantom import PhantomStyle, procedural_label_map, random_style, styled_labels, synthesize_case, synthesize_ct
-from kitsrt.phantom.ct import _depth_mm
-from kitsrt.phantom.ct import AIR_HU, draw_landmarks
-from kitsrt.phantom.style import (PHASES, _draw_packed_bowel, _kidney_centroids, _room_for_back_muscles,
+from kitsrt.phantom.ct import AIR_HU, _depth_mm, draw_landmarks
+from kitsrt.phantom.style import (KIDNEY_HALF_WIDTH_MM, PHASES, _draw_mimics, _draw_packed_bowel, _kidney_centroids,
+                                  _room_for_anatomy,
                                   _styled_body_hu)
 
 
@@ -134,16 +134,42 @@ def test_trunk_muscles_and_packed_bowel_surround_the_kidneys_with_kidney_like_ti
     assert bulky_gas > lean_gas
 
 
-def test_styled_organs_stay_inside_the_body(labels):
-    """Liver, spleen and bowel are clipped to the abdominal wall, even in a small, thin body."""
-    style = PhantomStyle(body_scale=0.8, fat_mm=45.0, bowel_loops=120, arms_down=False)
+def _small_fat_body(labels, style):
     lm = draw_landmarks(labels.array, labels.geometry, np.random.default_rng(0))
-    lm = _room_for_back_muscles(replace(lm, body_radii=(0.8 * lm.body_radii[0], 0.8 * lm.body_radii[1]),
-                                        fat_mm=style.fat_mm), style)
-    loops = _draw_packed_bowel(_kidney_centroids(labels.array, labels.geometry), lm, style, np.random.default_rng(1))
+    centroids = _kidney_centroids(labels.array, labels.geometry)
+    lm = _room_for_anatomy(replace(lm, body_radii=(0.8 * lm.body_radii[0], 0.8 * lm.body_radii[1]),
+                                   fat_mm=style.fat_mm), style, centroids)
+    return lm, centroids
+
+
+def test_styled_organs_stay_inside_the_body_and_the_kidneys_inside_its_wall(labels):
+    """Liver, spleen, bowel, masses and pelvis are clipped to the body, and the body is widened until
+    the kidneys lie inside the abdominal wall, even in a small body under thick fat."""
+    style = PhantomStyle(body_scale=0.8, fat_mm=45.0, wall_mm=18.0, bowel_loops=120, mimics=6, muscle_scale=1.6,
+                         arms_down=False)
+    lm, centroids = _small_fat_body(labels, style)
+    rng = np.random.default_rng(1)
+    loops, mimics = _draw_packed_bowel(centroids, lm, style, rng), _draw_mimics(centroids, lm, style, rng)
     x, y = np.meshgrid(lm.mid_x + np.arange(-250.0, 250.0, 2.0), lm.body_center_y + np.arange(-250.0, 250.0, 2.0))
-    for above in (-60.0, 0.0, 60.0, 120.0):
-        hu, _ = _styled_body_hu(x, y, np.full_like(x, lm.kidney_z + above), lm, style, (), loops)
-        rx, ry = lm.body_radii
-        outside = ((x - lm.mid_x) / rx) ** 2 + ((y - lm.body_center_y) / ry) ** 2 > 1.0
+    rx, ry = lm.body_radii
+    outside = ((x - lm.mid_x) / rx) ** 2 + ((y - lm.body_center_y) / ry) ** 2 > 1.0
+    for above in (-220.0, -150.0, -60.0, 0.0, 60.0, 120.0):
+        hu, _ = _styled_body_hu(x, y, np.full_like(x, lm.kidney_z + above), lm, style, mimics, loops)
         assert (hu[outside] == AIR_HU).all(), f"tissue drawn outside the body {above} mm above the kidneys"
+    wall = lm.fat_mm + style.wall_mm
+    for cx in centroids[:, 0]:
+        edge = cx + np.sign(cx - lm.mid_x) * KIDNEY_HALF_WIDTH_MM
+        assert ((edge - lm.mid_x) / (rx - wall)) ** 2 + ((lm.kidney_y - lm.body_center_y) / (ry - wall)) ** 2 <= 1.0
+
+
+def test_bulky_trunk_muscles_leave_the_pelvic_bones(labels):
+    """The iliac wings (lateral to the spine's processes) keep every bone voxel under the bulkiest muscles."""
+    x, y = np.meshgrid(np.arange(-250.0, 250.0, 2.0), np.arange(-250.0, 250.0, 2.0))
+    lm, _ = _small_fat_body(labels, PhantomStyle(muscle_scale=1.6))
+    lateral = np.abs(x) > 52
+    bone = {}
+    for scale in (1.0, 1.6):
+        style = PhantomStyle(muscle_scale=scale, arms_down=False)
+        hu, _ = _styled_body_hu(x + lm.mid_x, y + lm.body_center_y, np.full_like(x, lm.kidney_z - 200.0), lm, style, ())
+        bone[scale] = int(((hu >= 500) & lateral).sum())
+    assert bone[1.0] > 50 and bone[1.6] == bone[1.0]

@@ -144,6 +144,10 @@ def test_stop_at_then_resume_follows_the_uninterrupted_schedule(tmp_path):
     straight = train(volumes, config, tmp_path / "straight")
     stopped = train(volumes, config, tmp_path / "split", stop_at=2)
     at_stop = load("split")
+    from kitsrt.export.onnx_export import load_checkpoint
+
+    card_training = load_checkpoint(tmp_path / "split" / "checkpoint.pt").training
+    assert (card_training["steps"], card_training["trained_steps"]) == (6, 2)  # the card says where it stopped
     shorter = train(volumes, replace(config, steps=2), tmp_path / "short")
     assert not all(torch.equal(at_stop[k], load("short")[k]) for k in at_stop)  # not a 2-step schedule
     resumed = train(volumes, config, tmp_path / "split", resume=True)

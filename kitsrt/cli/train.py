@@ -70,6 +70,9 @@ def train(
             bar.update(tasks[role], completed=step, description=f"training {role} loss {loss:.3f}")
 
         def on_trained(role: str, summary: dict, folder: Path, volumes: int) -> None:
+            if summary["final_loss"] is None:
+                say(f"{role}: nothing to train, {folder / 'checkpoint.pt'} is already at step {summary['steps']}")
+                return
             say(f"{role}: trained {summary['steps']} steps in {summary['seconds']:.0f} s "
                 f"({summary['cpu_seconds']:.0f} s CPU) on {volumes} volumes; "
                 f"final loss {summary['final_loss']:.3f}; wrote {folder / 'checkpoint.pt'}")

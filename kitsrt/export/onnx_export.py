@@ -84,6 +84,8 @@ def load_checkpoint(path: Path, config_path: Path | None = None) -> Checkpoint:
         raise ModelPackageError(f"{path}: not a loadable PyTorch checkpoint ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:160]})") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        if "model" in raw and isinstance(state.get("step"), int):
+            raw = raw | {"trained_steps": state["step"]}  # where training stopped (--stop-at), not the schedule
         state = state["model"]
     if not isinstance(state, dict):
         raise ModelPackageError(f"{path}: holds a {type(state).__name__}, not a state_dict")

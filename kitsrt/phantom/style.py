@@ -51,6 +51,7 @@ PHASES = ("non-contrast", "corticomedullary", "nephrographic", "excretory")
 PHASE_WEIGHTS = (0.3, 0.2, 0.3, 0.2)
 TUMOR_KINDS = ("hypo", "iso", "hyper", "cystic", "fat", "calcified")
 TUMOR_WEIGHTS = (0.3, 0.2, 0.15, 0.15, 0.1, 0.1)
+KIDNEY_HALF_WIDTH_MM = 45.0  # from a kidney's centroid to its lateral edge, with a margin
 STYLE_STREAM = 15  # a second seed word, so a style never repeats the phantom's own random stream
 
 
@@ -131,7 +132,7 @@ def random_style(seed: int) -> PhantomStyle:
         phase=phase, **organs, fat_hu=rng.uniform(-120, -80), texture_hu=rng.uniform(3, 15),
         tumor_kinds=tuple(str(k) for k in kinds),
         noise_hu=rng.uniform(25, 45) if low_dose else rng.uniform(5, 20), noise_grain_mm=rng.uniform(0, 0.9),
-        slice_mm=rng.uniform(0.5, 5.0), kernel_mm=rng.uniform(0.3, 1.4), body_scale=rng.uniform(0.8, 1.2),
+        slice_mm=rng.uniform(0.5, 5.0), kernel_mm=rng.uniform(0.3, 1.2), body_scale=rng.uniform(0.8, 1.2),
         fat_mm=rng.uniform(5, 45), arms_down=bool(rng.random() < 0.4), fov_radius_mm=rng.uniform(190, 260),
         mimics=int(rng.integers(1, 7)), muscle_scale=rng.uniform(1.0, 1.6), wall_mm=rng.uniform(7, 18),
         bowel_loops=int(rng.integers(60, 140)), bone_hu=rng.uniform(130, 300),
@@ -183,7 +184,7 @@ def _trunk_muscles(x, y, above, lm: Landmarks, style: PhantomStyle) -> list[tupl
         parts.append((_ellipse(x - (lm.mid_x + side * (26 + psoas_r)), y - (lm.kidney_y + 2), psoas_r, 0.9 * psoas_r),
                       muscle - 3))
         parts.append((_ellipse(x - (lm.mid_x + side * (58 + 8 * k)), y - (lm.kidney_y + 38), 15 * k, 8 * k)
-                      & (above < 40), muscle))
+                      & (above < 40) & (above > -100), muscle))
         parts.append((_ellipse(x - (lm.mid_x + side * (12 + 22 * k)), y - (lm.kidney_y + 48), 24 * k, 22 * k),
                       muscle + 2))
     return parts
@@ -227,8 +228,9 @@ def _styled_body_hu(x, y, z, lm: Landmarks, style: PhantomStyle, mimics, packed_
     put(_ellipse(dx, dy, rx, ry), style.fat_hu, 0.5 * t)
     put(_ellipse(dx, dy, rx - lm.fat_mm, ry - lm.fat_mm), muscle, t)
     wall = lm.fat_mm + style.wall_mm
-    inner = _ellipse(dx, dy, rx - lm.fat_mm - 2, ry - lm.fat_mm - 2)
-    put(_ellipse(dx, dy, rx - wall, ry - wall), style.fat_hu + 10, 0.7 * t)
+    inner = _ellipse(dx, dy, rx - lm.fat_mm - 2, ry - lm.fat_mm - 2)  # inside the skin fat
+    cavity = _ellipse(dx, dy, rx - wall, ry - wall)  # inside the abdominal wall
+    put(cavity, style.fat_hu + 10, 0.7 * t)
     above = z - lm.kidney_z
     z_low, z_high = float(z.min()), float(z.max())
 
@@ -236,34 +238,36 @@ def _styled_body_hu(x, y, z, lm: Landmarks, style: PhantomStyle, mimics, packed_
         return z_low <= center_z + radius_z and z_high >= center_z - radius_z
 
     if spans(lm.kidney_z + 70, 95):
-        put(_ellipsoid(x - (lm.mid_x - 85), y - (lm.kidney_y - 45), above - 70, 90, 80, 95) & inner, style.liver_hu, t)
+        put(_ellipsoid(x - (lm.mid_x - 85), y - (lm.kidney_y - 45), above - 70, 90, 80, 95) & cavity,
+            style.liver_hu, t)
     if spans(lm.kidney_z + 55, 55):
-        put(_ellipsoid(x - (lm.mid_x + 85), y - (lm.kidney_y + 5), above - 55, 40, 32, 55) & inner, style.spleen_hu, 1.5 * t)
+        put(_ellipsoid(x - (lm.mid_x + 85), y - (lm.kidney_y + 5), above - 55, 40, 32, 55) & cavity,
+            style.spleen_hu, 1.5 * t)
     for bx, by, bz, brx, bry, brz, _, content in lm.bowel:
         if not spans(bz, brz):
             continue
-        loop = _ellipsoid(x - bx, y - by, z - bz, brx, bry, brz) & inner
+        loop = _ellipsoid(x - bx, y - by, z - bz, brx, bry, brz) & cavity
         put(loop, style.bowel_wall_hu, t)
         put(loop & _ellipsoid(x - bx, y - by, z - bz, brx - 4, bry - 4, brz - 4), content, 2 * t)
     for bx, by, bz, br, content, mottle in packed_bowel:
         if spans(bz, 1.3 * br):
-            loop = _ellipsoid(x - bx, y - by, z - bz, br, 0.8 * br, 1.3 * br) & inner
+            loop = _ellipsoid(x - bx, y - by, z - bz, br, 0.8 * br, 1.3 * br) & cavity
             put(loop, style.bowel_wall_hu, t)
             put(loop & _ellipsoid(x - bx, y - by, z - bz, br - 3, 0.8 * br - 3, 1.3 * br - 3), content, mottle)
     for mx, my, mz, mr, mhu, mtex in mimics:
         if spans(mz, mr):
-            put(_ellipsoid(x - mx, y - my, z - mz, mr, 0.85 * mr, 1.2 * mr), mhu, mtex)
-    if spans(lm.kidney_z - 220, 120):
-        for mask, value, texture in _pelvis(x, y, above, lm, style):
-            put(mask, value, texture)
+            put(_ellipsoid(x - mx, y - my, z - mz, mr, 0.85 * mr, 1.2 * mr) & cavity, mhu, mtex)
     for mask, value in _trunk_muscles(x, y, above, lm, style):
         put(mask & inner, value, t)
+    if spans(lm.kidney_z - 220, 120):  # after the muscles: pelvic bone is never painted over
+        for mask, value, texture in _pelvis(x, y, above, lm, style):
+            put(mask & inner, value, texture)
     spine_y = lm.kidney_y + 8
     put(_ellipse(x - lm.mid_x, y - spine_y, 21, 17), 650.0, 60.0)
     put(_ellipse(x - lm.mid_x, y - spine_y, 18, 14), style.bone_hu, 40.0)
     for side in (-1, 1):  # transverse processes, once per vertebra
-        put(_ellipse(x - (lm.mid_x + side * 34), y - (spine_y + 14), 16, 5) & (np.sin(z * (2 * np.pi / 34.0) + 1.6) > 0.5),
-            600.0, 60.0)
+        process = _ellipse(x - (lm.mid_x + side * 34), y - (spine_y + 14), 16, 5)
+        put(process & (np.sin(z * (2 * np.pi / 34.0) + 1.6) > 0.5), 600.0, 60.0)
     put(_ellipse(x - lm.mid_x, y - spine_y, 21, 17) & (np.sin(z * (2 * np.pi / 34.0)) > 0.8), 85.0, t)
     put(_ellipse(x - lm.mid_x, y - (spine_y + 42), 7, 14), 600.0, 60.0)
     put(_ellipse(x - lm.mid_x, y - (spine_y + 25), 8, 7), 15.0, 0.5 * t)
@@ -305,19 +309,26 @@ def _draw_packed_bowel(centroids: np.ndarray, lm: Landmarks, style: PhantomStyle
         p = np.array([lm.mid_x + rng.uniform(-120, 120), lm.kidney_y + rng.uniform(-130, 10),
                       lm.kidney_z + rng.uniform(-160, 90)])
         clear = all(np.sum(((p - c) / (np.array([32.0, 28.0, 60.0]) + r)) ** 2) > 1 for c in centroids)
-        if clear:
+        prevertebral = abs(p[0] - lm.mid_x) < 50 and p[1] > lm.kidney_y - 20 - r  # aorta, IVC, spine
+        if clear and not prevertebral:
             colon = rng.random() < 0.4
             content = rng.uniform(-250, 0) if colon else rng.choice([rng.uniform(0, 40), rng.uniform(150, 350)])
             loops.append((*p, r, float(content), rng.uniform(150, 300) if colon else rng.uniform(5, 20)))
     return tuple(loops)
 
 
-def _room_for_back_muscles(lm: Landmarks, style: PhantomStyle) -> Landmarks:
-    """``lm`` with the body's back wall moved back just enough that the paraspinal muscles fit inside it."""
-    back = lm.body_center_y + lm.body_radii[1] - lm.fat_mm
-    needed = lm.kidney_y + 52 + 22 * style.muscle_scale
-    grow = max(needed - back, 0.0)
-    return replace(lm, body_center_y=lm.body_center_y + grow / 2, body_radii=(lm.body_radii[0], lm.body_radii[1] + grow / 2))
+def _room_for_anatomy(lm: Landmarks, style: PhantomStyle, centroids: np.ndarray) -> Landmarks:
+    """``lm`` with the body widened until the kidneys lie inside the abdominal wall, and its back
+    wall moved back until the paraspinal muscles fit inside the skin fat (the front stays put)."""
+    rx, ry = lm.body_radii
+    back = lm.body_center_y + ry - lm.fat_mm
+    grow = max(lm.kidney_y + 52 + 22 * style.muscle_scale - back, 0.0)
+    center_y, ry = lm.body_center_y + grow / 2, ry + grow / 2
+    wall = lm.fat_mm + style.wall_mm
+    reach_mm = float(np.abs(centroids[:, 0] - lm.mid_x).max()) if len(centroids) else 70.0
+    depth = min(((lm.kidney_y - center_y) / (ry - wall)) ** 2, 0.7)  # the ellipse is narrower off its centre
+    rx = max(rx, (reach_mm + KIDNEY_HALF_WIDTH_MM) / np.sqrt(1 - depth) + wall)
+    return replace(lm, body_center_y=center_y, body_radii=(float(rx), ry))
 
 
 def _styled_body_image(geometry: Geometry, lm: Landmarks, style: PhantomStyle, mimics,
@@ -421,8 +432,8 @@ def synthesize_styled(label_map: Scan, seed: int, style: PhantomStyle) -> Scan:
     lm = draw_landmarks(np.asarray(label_map.array), geometry, rng)
     rx, ry = lm.body_radii
     lm = replace(lm, body_radii=(rx * style.body_scale, ry * style.body_scale), fat_mm=style.fat_mm)
-    lm = _room_for_back_muscles(lm, style)
     centroids = _kidney_centroids(np.asarray(label_map.array), geometry)
+    lm = _room_for_anatomy(lm, style, centroids)
     mimics = _draw_mimics(centroids, lm, style, rng)
     packed_bowel = _draw_packed_bowel(centroids, lm, style, rng)
     hu = _on_grid(_styled_body_image(geometry, lm, style, mimics, rng, packed_bowel), geometry)
