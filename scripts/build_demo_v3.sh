@@ -36,7 +36,7 @@ from pathlib import Path
 from kitsrt.training.data import prepare_styled, styled_cases
 from kitsrt.training.trainer import training_plan
 data, cache, styles, procedural, exclude = sys.argv[1:]
-spec, _ = training_plan("demo-v2", None)
+spec, _ = training_plan("demo-v2", "coarse")  # the cascade spec; every role is prepared
 cases = styled_cases(Path(data), set(exclude.split(",")), int(styles), int(procedural))
 prepare_styled(cases, spec, Path(cache))
 print(f"{len(cases)} phantoms in {cache}")
