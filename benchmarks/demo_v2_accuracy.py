@@ -14,7 +14,7 @@
   median of 5 after 1 warm-up).
 
     python benchmarks/demo_v2_accuracy.py --new work/demo_v2 [--old kitsrt/packages/demo] \\
-        [--cache work/eval] [--out benchmarks/results/demo_v2_accuracy.json]
+        [--extra NAME=DIR ...] [--cache work/eval] [--out benchmarks/results/demo_v2_accuracy.json]
 """
 
 from __future__ import annotations
@@ -154,6 +154,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--new", required=True, help="the candidate package folder")
     parser.add_argument("--old", default=None, help="the package to compare with (default: the bundled demo)")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME=DIR",
+                        help="another package to measure in the same run (repeatable)")
     parser.add_argument("--kits19", default=str(SHARED / "kits19"))
     parser.add_argument("--realct", default=str(SHARED / "realct"))
     parser.add_argument("--cache", default=None, help="folder keeping phantoms and per-package rows between runs")
@@ -161,6 +163,11 @@ def main() -> None:
     args = parser.parse_args()
     cache = Path(args.cache) if args.cache else None
     folders = {"old": Path(args.old) if args.old else bundled_package_path("demo"), "new": Path(args.new)}
+    for extra in args.extra:
+        name, _, folder = extra.partition("=")
+        if not folder or name in folders:
+            parser.error(f"--extra {extra!r}: expected NAME=DIR with a new NAME")
+        folders[name] = Path(folder)
     summary, cases = {}, {}
     ct_path = Path(args.realct) / "ts_example_ct.nii.gz"
     for name, folder in folders.items():
