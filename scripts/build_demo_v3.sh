@@ -8,7 +8,7 @@
 #      fine 7000 steps.
 #   2. same cache: fine goes on with tumor weight 10 on a 13000-step schedule, stopped at 8000.
 #   3. v3 draft phantoms (commit 9d65c6b; 4 styles, 24 procedural): coarse on an 18000-step
-#      schedule stopped at 12900, fine on a 16000-step one (tumor weight 10) stopped at 9800.
+#      schedule stopped at 14000, fine on a 16000-step one (tumor weight 10) stopped at 10500.
 #   4. v3 phantoms (this tree; 4 styles, 24 procedural): both go on, on the same schedules, to
 #      COARSE_STOP / FINE_STOP.
 # The measured run (README, "Demo v3") reached stage 1 through resumed runs (450/400, 900/1000, then
@@ -67,7 +67,7 @@ if [[ " $stages " == *" 2 "* ]]; then
 fi
 if [[ " $stages " == *" 3 "* ]]; then
     fill_cache 9d65c6b "$work/v3a_cache" 4 24
-    train_pair "$work/v3a_cache" 4 24 "--steps 18000 --stop-at 12900" "--steps 16000 --stop-at 9800 --tumor-weight 10"
+    train_pair "$work/v3a_cache" 4 24 "--steps 18000 --stop-at 14000" "--steps 16000 --stop-at 10500 --tumor-weight 10"
 fi
 if [[ " $stages " == *" 4 "* ]]; then
     train_pair "$work/v3_cache" 4 24 "--steps 18000 --stop-at $coarse_stop" \
