@@ -39,7 +39,8 @@ data, cache, styles, procedural, exclude = sys.argv[1:]
 spec, _ = training_plan("demo-v2", "coarse")  # the cascade spec; every role is prepared
 cases = styled_cases(Path(data), set(exclude.split(",")), int(styles), int(procedural))
 prepare_styled(cases, spec, Path(cache))
-print(f"{len(cases)} phantoms in {cache}")
+import kitsrt
+print(f"{len(cases)} phantoms in {cache}, drawn by {Path(kitsrt.__file__).parent}")
 PY
     )
 }
