@@ -83,9 +83,9 @@ def test_tumor_kinds_span_fat_to_calcium(labels):
     for kind in ("fat", "hyper", "calcified"):
         style = PhantomStyle(tumor_kinds=(kind,), noise_hu=5.0, mimics=0, slice_mm=1.0)
         hu = synthesize_ct(labels, seed=2, style=style).array[labels.array == 2]
-        medians[kind] = (float(np.median(hu)), float(np.percentile(hu, 99.5)))
+        medians[kind] = (float(np.median(hu)), float(np.percentile(hu, 99.5)), float(np.percentile(hu, 20)))
     assert medians["fat"][0] < medians["hyper"][0] - 100
-    assert medians["fat"][0] < -10
+    assert medians["fat"][2] < -30  # a fifth of a fat-containing tumor or more is fat
     assert medians["calcified"][1] > 250
 
 
@@ -110,7 +110,9 @@ def test_bad_styles_are_refused():
     with pytest.raises(InputError, match="tumor_kinds"):
         PhantomStyle(tumor_kinds=("glowing",))
     with pytest.raises(InputError, match="nephrectomy"):
-        PhantomStyle(nephrectomy="both")
+        PhantomStyle(nephrectomy="middle")
+    with pytest.raises(InputError, match="scan_range"):
+        PhantomStyle(scan_range="chest")
 
 
 def test_trunk_muscles_and_packed_bowel_surround_the_kidneys_with_kidney_like_tissue(labels):
@@ -173,3 +175,119 @@ def test_bulky_trunk_muscles_leave_the_pelvic_bones(labels):
         hu, _ = _styled_body_hu(x + lm.mid_x, y + lm.body_center_y, np.full_like(x, lm.kidney_z - 200.0), lm, style, ())
         bone[scale] = int(((hu >= 500) & lateral).sum())
     assert bone[1.0] > 50 and bone[1.6] == bone[1.0]
+
+
+def test_renal_sinus_puts_urine_vessels_and_contrast_at_the_hilum(labels):
+    from kitsrt.phantom.style import _hilum_mm
+
+    hilum_mm = _hilum_mm(labels.array > 0, labels.geometry.array_spacing_mm)
+    at_hilum = (labels.array == 1) & (hilum_mm < 1.5)
+    away = (labels.array == 1) & (hilum_mm > 12)
+    assert at_hilum.sum() > 50 and away.sum() > 200
+    base = PhantomStyle(cortex_hu=160.0, medulla_hu=155.0, aorta_hu=170.0, noise_hu=3.0, slice_mm=0.5,
+                        kernel_mm=0.3, mimics=0, renal_sinus=False)
+    plain = synthesize_ct(labels, seed=1, style=base).array
+    sinus = synthesize_ct(labels, seed=1, style=replace(base, renal_sinus=True)).array
+    assert np.median(plain[at_hilum]) > 130  # without a sinus the hilum is parenchyma
+    assert np.median(sinus[at_hilum]) < np.median(plain[at_hilum]) - 30
+    assert abs(float(np.median(sinus[away])) - float(np.median(plain[away]))) < 10
+    excreted = synthesize_ct(labels, seed=1, style=replace(base, renal_sinus=True, phase="excretory",
+                                                           collecting_hu=700.0)).array
+    assert np.percentile(excreted[at_hilum], 95) > 300 and np.percentile(excreted[away], 99) < 300
+
+
+def test_hilum_is_found_in_concavities_not_on_convex_kidneys():
+    from kitsrt.phantom.style import _hilum_mm
+
+    spacing = (3.0, 0.8, 0.8)
+    z, y, x = np.meshgrid(*[np.arange(int(90 / s)) * s - 45 for s in spacing], indexing="ij")
+    bean = (z / 35) ** 2 + (y / 25) ** 2 + (x / 20) ** 2 < 1
+    assert np.isinf(_hilum_mm(bean, spacing)).all()
+    notched = bean & ~((np.abs(z) < 12) & (x > 5) & (np.abs(y) < 6))  # a hilum opening medially
+    hilum_mm = _hilum_mm(notched, spacing)
+    near = notched & (hilum_mm < 3)
+    assert near.any() and x[near].min() > 0  # next to the notch only
+
+
+def test_horseshoe_joins_the_lower_poles_in_front_of_the_aorta(labels):
+    horseshoe = styled_labels(labels, PhantomStyle(horseshoe=True))
+    added = (horseshoe.array == 1) & (labels.array == 0)
+    assert added.any() and not (horseshoe.array[labels.array > 0] != labels.array[labels.array > 0]).any()
+    assert len(_kidney_centroids(horseshoe.array, horseshoe.geometry)) == 1  # one joined kidney
+    centroids = _kidney_centroids(labels.array, labels.geometry)
+    xyz = labels.geometry.index_to_physical(np.argwhere(added)[:, ::-1])
+    mid_x, kidney_y = centroids[:, 0].mean(), centroids[:, 1].mean()
+    spine_y = kidney_y + 8  # as the phantom draws them: aorta, IVC, vertebral body
+    aorta = (xyz[:, 0] - (mid_x + 14)) ** 2 + (xyz[:, 1] - (spine_y - 28)) ** 2 < 11 ** 2
+    ivc = ((xyz[:, 0] - (mid_x - 22)) / 13) ** 2 + ((xyz[:, 1] - (spine_y - 26)) / 10) ** 2 < 1
+    spine = ((xyz[:, 0] - mid_x) / 21) ** 2 + ((xyz[:, 1] - spine_y) / 17) ** 2 < 1
+    assert not (aorta | ivc | spine).any()
+    crossing = np.abs(xyz[:, 0] - mid_x) < 5
+    assert crossing.any() and xyz[crossing, 1].mean() < spine_y - 28  # across the midline, in front
+    assert xyz[:, 2].mean() < centroids[:, 2].mean()  # low: the lower poles
+    ct, edited = synthesize_case(labels, 2, PhantomStyle(horseshoe=True, noise_hu=3.0, mimics=0))
+    assert np.array_equal(edited.array, horseshoe.array)
+    assert np.median(ct.array[added]) > 100  # drawn as kidney, not left as fat
+
+
+def test_both_kidneys_removed_leaves_no_kidney_tissue_or_renal_vessels(labels):
+    ct, edited = synthesize_case(labels, 4, PhantomStyle(nephrectomy="both", noise_hu=3.0, mimics=0))
+    assert not edited.array.any() and ct.geometry == labels.geometry
+    assert float(np.median(ct.array[labels.array > 0])) < 100  # what is drawn there is not kidney
+    styles = [random_style(seed) for seed in range(400)]
+    assert any(s.nephrectomy == "both" for s in styles) and any(s.horseshoe for s in styles)
+    assert {s.scan_range for s in styles} == {"full", "pelvis", "upper"}
+
+
+def test_scan_range_cuts_a_slab_of_the_grid_the_same_way_whatever_the_slice_order():
+    import SimpleITK as sitk
+
+    from kitsrt.io import Scan
+    from kitsrt.phantom.style import scan_range_planes
+
+    tall = procedural_label_map((48, 48, 120), (6.0, 6.0, 3.0), seed=5)
+    flipped_image = sitk.GetImageFromArray(np.ascontiguousarray(tall.array[::-1]))
+    geometry = tall.geometry
+    flipped_image.SetSpacing(geometry.spacing_mm)
+    flipped_image.SetOrigin(tuple(geometry.index_to_physical(np.array([[0, 0, geometry.size[2] - 1]]))[0]))
+    flipped_image.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0))  # slices from head to feet
+    flipped = Scan(flipped_image)
+    kidney_z = lambda scan: scan.geometry.index_to_physical(np.argwhere(scan.array > 0)[:, ::-1])[:, 2]
+    for scan in (tall, flipped):
+        pelvis_style = PhantomStyle(scan_range="pelvis", cut_fraction=0.0, noise_hu=3.0, mimics=0)
+        ct, cut = synthesize_case(scan, 3, pelvis_style)
+        axis, start, stop = scan_range_planes(scan, pelvis_style)
+        full = synthesize_ct(scan, seed=3, style=pelvis_style)
+        slab = tuple(slice(start, stop) if a == 2 - axis else slice(None) for a in range(3))
+        np.testing.assert_array_equal(ct.array, full.array[slab])  # the same voxels, nothing resampled
+        assert ct.geometry.spacing_mm == scan.geometry.spacing_mm
+        assert ct.geometry.direction == scan.geometry.direction and cut.geometry == ct.geometry
+        np.testing.assert_allclose(ct.geometry.index_to_physical(np.zeros((1, 3))),
+                                   scan.geometry.index_to_physical(np.array([[0, 0, start]])))
+        z_cut = kidney_z(scan).min()
+        corners = ct.geometry.index_to_physical(np.array([[0, 0, 0], [0, 0, ct.geometry.size[2] - 1]]))
+        assert corners[:, 2].max() <= z_cut + 3.0 and (cut.array > 0).sum() < 0.05 * (scan.array > 0).sum()
+        upper_style = replace(pelvis_style, scan_range="upper", cut_fraction=0.5)
+        _, upper = synthesize_case(scan, 3, upper_style)
+        z = kidney_z(upper)
+        assert z.min() >= np.percentile(kidney_z(scan), 20) and 0 < (upper.array > 0).sum() < (scan.array > 0).sum()
+    short = procedural_label_map((48, 48, 60), (6.0, 6.0, 3.0), seed=5)  # 180 mm: kidneys and little else
+    assert scan_range_planes(short, replace(pelvis_style, cut_fraction=0.0)) is None  # under MIN_CUT_SCAN_MM
+    assert scan_range_planes(short, replace(pelvis_style, scan_range="full")) is None
+
+
+def test_renal_arteries_run_from_each_kidney_to_the_aorta(labels):
+    style = PhantomStyle(phase="corticomedullary", aorta_hu=400.0, noise_hu=3.0, slice_mm=1.0, kernel_mm=0.3,
+                         mimics=0, bowel_loops=0)
+    centroids = _kidney_centroids(labels.array, labels.geometry)
+    kji = np.argwhere(labels.array == 0)
+    xyz = labels.geometry.index_to_physical(kji[:, ::-1])
+    mid_x, kidney_y = centroids[:, 0].mean(), centroids[:, 1].mean()
+    bright = {}
+    for side in (None, "both"):
+        hu = synthesize_ct(labels, seed=1, style=replace(style, nephrectomy=side)).array[tuple(kji.T)]
+        for cx, cy, cz in centroids:  # 40% of the way from the kidney's centre to the aorta's, at its height
+            way = np.array([cx, cy, cz]) + 0.4 * (np.array([mid_x + 14, kidney_y - 20, cz]) - [cx, cy, cz])
+            near = np.linalg.norm(xyz - way, axis=1) < 5
+            bright[side, cx] = float(np.max(hu[near]))
+    assert all(bright[None, cx] > 170 and bright["both", cx] < 120 for cx in centroids[:, 0])  # 5 mm slices blur it

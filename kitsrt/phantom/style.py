@@ -9,13 +9,18 @@ slice thickness 0.5-5 mm with a matching blur along the superior-inferior axis, 
 sharpness up to that of 3 mm pixels, body size and fat, trunk muscle bulk (paraspinal, psoas,
 quadratus lumborum, abdominal wall) and vertebral bone density, packed bowel loops with mottled
 content around the kidneys, arms up or down, the reconstruction circle (cropping a large body),
-soft-tissue "mimic" masses away from the kidneys (labelled background), and label edits: one kidney
-removed (nephrectomy) or the tumors removed. The pelvis (iliac wings, femoral heads, bladder) and
-gluteal muscles are drawn wherever the scan reaches below the kidneys.
+soft-tissue "mimic" masses away from the kidneys (labelled background), a renal sinus in every
+kidney (fat, vessels and a renal pelvis of urine density, or of contrast in the excretory phase,
+labelled kidney, where the label map's hilum opens), renal arteries and veins from each hilum to the
+aorta and IVC, label edits (one or both kidneys removed, the tumors removed, a horseshoe kidney: the
+lower poles joined in front of the aorta) and a field of view cut to the pelvis below the kidneys or
+to the scan above a cut through them. The pelvis (iliac wings, femoral heads, bladder) and gluteal
+muscles are drawn wherever the scan reaches below the kidneys.
 
 ``synthesize_ct(labels, seed, style=...)`` draws a styled phantom; the default phantom (no style) is
 unchanged. ``styled_labels`` gives the label map that matches a style's edits; ``synthesize_case``
-returns both. Everything is deterministic per seed and lies on the label map's exact grid.
+returns both, cut to the style's field of view. Everything is deterministic per seed; a styled
+phantom lies on the label map's exact grid, a cut case on a slab of it.
 """
 
 from __future__ import annotations
@@ -51,6 +56,12 @@ PHASES = ("non-contrast", "corticomedullary", "nephrographic", "excretory")
 PHASE_WEIGHTS = (0.3, 0.2, 0.3, 0.2)
 TUMOR_KINDS = ("hypo", "iso", "hyper", "cystic", "fat", "calcified")
 TUMOR_WEIGHTS = (0.3, 0.2, 0.15, 0.15, 0.1, 0.1)
+NEPHRECTOMY_SIDES = ("left", "right", "both")
+SCAN_RANGES = ("full", "pelvis", "upper")
+MIN_CUT_SCAN_MM = 100.0  # a cut field of view shorter than this is not cut
+ISTHMUS_RADIUS_MM = 8.0
+HILUM_CLOSING_MM = 10.0  # concavities of a kidney label narrower than this are its hilum and sinus
+HILUM_MIN_ML = 0.3
 KIDNEY_HALF_WIDTH_MM = 45.0  # from a kidney's centroid to its lateral edge, with a margin
 STYLE_STREAM = 15  # a second seed word, so a style never repeats the phantom's own random stream
 
@@ -58,8 +69,12 @@ STYLE_STREAM = 15  # a second seed word, so a style never repeats the phantom's 
 @dataclass(frozen=True)
 class PhantomStyle:
     """How a phantom looks (HU, mm). ``tumor_kinds``: appearances drawn per lesion, from TUMOR_KINDS.
-    ``nephrectomy``: "left" or "right" kidney (patient side) removed, or None. ``collecting_hu``:
-    contrast in the collecting system (excretory phase) or None."""
+    ``nephrectomy``: "left" or "right" kidney (patient side) or "both" removed, or None.
+    ``collecting_hu``: contrast in the collecting system (excretory phase) or None.
+    ``renal_sinus``: sinus fat, vessels and renal pelvis drawn inside each kidney label at its hilum.
+    ``horseshoe``: the two kidneys' lower poles joined by a band of kidney in front of the aorta.
+    ``scan_range``: "full", "pelvis" (keep what lies below ``cut_fraction`` of the kidneys' height,
+    0 = their lowest point, 1 = their highest) or "upper" (keep what lies above it)."""
 
     phase: str = "nephrographic"
     cortex_hu: float = 170.0
@@ -88,6 +103,10 @@ class PhantomStyle:
     bone_hu: float = 220.0
     nephrectomy: str | None = None
     tumor_free: bool = False
+    renal_sinus: bool = True
+    horseshoe: bool = False
+    scan_range: str = "full"
+    cut_fraction: float = 0.5
 
     def __post_init__(self):
         if self.phase not in PHASES:
@@ -95,8 +114,10 @@ class PhantomStyle:
         unknown = set(self.tumor_kinds) - set(TUMOR_KINDS)
         if not self.tumor_kinds or unknown:
             raise InputError(f"phantom style tumor_kinds {self.tumor_kinds!r}: expected some of {', '.join(TUMOR_KINDS)}")
-        if self.nephrectomy not in (None, "left", "right"):
-            raise InputError(f"phantom style nephrectomy {self.nephrectomy!r}: expected left, right or None")
+        if self.nephrectomy not in (None, *NEPHRECTOMY_SIDES):
+            raise InputError(f"phantom style nephrectomy {self.nephrectomy!r}: expected left, right, both or None")
+        if self.scan_range not in SCAN_RANGES:
+            raise InputError(f"phantom style scan_range {self.scan_range!r}: expected one of {', '.join(SCAN_RANGES)}")
 
 
 def _phase_hu(phase: str, rng: np.random.Generator) -> dict:
@@ -119,10 +140,23 @@ def _phase_hu(phase: str, rng: np.random.Generator) -> dict:
 
 
 def random_style(seed: int) -> PhantomStyle:
-    """A style drawn from ``seed`` (deterministic): phase, organ HU, tumors, noise, blur, body, edits."""
+    """A style drawn from ``seed`` (deterministic): phase, organ HU, tumors, noise, blur, body, edits
+    (one kidney removed 12%, both 4%, tumors 20%, horseshoe 5%), field of view (pelvis 6%, upper 6%)."""
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise InputError(f"phantom seed {seed!r}: expected a whole number from 0 to 2**32-1")
     rng = np.random.default_rng([int(seed), STYLE_STREAM])
+    style = _random_base_style(rng)
+    no_kidneys, horseshoe, cut = rng.random(), rng.random(), rng.random()  # drawn after: base styles stay
+    scan_range = "pelvis" if cut < 0.06 else "upper" if cut < 0.12 else "full"
+    return replace(
+        style, nephrectomy="both" if no_kidneys < 0.04 else style.nephrectomy,
+        horseshoe=bool(horseshoe < 0.05 and no_kidneys >= 0.04 and style.nephrectomy is None),
+        scan_range=scan_range, cut_fraction=rng.uniform(-0.2, 0.3) if scan_range == "pelvis" else rng.uniform(0.3, 0.7),
+    )
+
+
+def _random_base_style(rng: np.random.Generator) -> PhantomStyle:
+    """Everything but the anatomy edits added since: a seed's draws stay what they were."""
     phase = str(rng.choice(PHASES, p=PHASE_WEIGHTS))
     organs = _phase_hu(phase, rng)
     kinds = rng.choice(TUMOR_KINDS, size=int(rng.integers(1, 4)), replace=False, p=TUMOR_WEIGHTS)
@@ -144,22 +178,73 @@ def random_style(seed: int) -> PhantomStyle:
 def styled_labels(label_map: Scan, style: PhantomStyle) -> Scan:
     """``label_map`` edited as ``style`` says, on the same grid: tumors set to background when
     ``tumor_free``; the kidney component on the ``nephrectomy`` side (patient left = +x in LPS)
-    removed, when there are two. Unedited styles return ``label_map`` itself."""
-    if not style.tumor_free and style.nephrectomy is None:
+    removed, when there are two, or every kidney and tumor when it is "both"; a horseshoe isthmus
+    (label 1) added. Unedited styles return ``label_map`` itself."""
+    if not style.tumor_free and style.nephrectomy is None and not style.horseshoe:
         return label_map
     labels = np.array(label_map.array, copy=True)
-    if style.nephrectomy is not None:
-        geometry = label_map.geometry
-        image = Scan.from_array((labels > 0).astype(np.uint8), geometry).image
-        components = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(image),
-                                                                  minimumObjectSize=100))
+    geometry = label_map.geometry
+    if style.nephrectomy == "both":
+        labels[:] = 0
+    elif style.nephrectomy is not None:
+        components = _kidney_components(labels, geometry)
         if components.max() >= 2:
             centroids = _kidney_centroids(labels, geometry)
             left = int(np.argmax(centroids[:, 0])) + 1  # components are numbered largest first, like centroids
             labels[components == (left if style.nephrectomy == "left" else 3 - left)] = 0
+    elif style.horseshoe:
+        labels[(labels == 0) & _isthmus(labels, geometry)] = 1
     if style.tumor_free:
         labels[labels == 2] = 0
-    return Scan.from_array(labels, label_map.geometry, source=f"{label_map.source} (styled)")
+    return Scan.from_array(labels, geometry, source=f"{label_map.source} (styled)")
+
+
+def _kidney_components(labels: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Kidney(+tumor) components (k, j, i) of at least 100 voxels, numbered 1.. largest first."""
+    image = Scan.from_array((labels > 0).astype(np.uint8), geometry).image
+    return sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(image), minimumObjectSize=100))
+
+
+def _isthmus(labels: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Bool (k, j, i): a band of kidney, 2 x ISTHMUS_RADIUS_MM thick, from each kidney's lower pole
+    forward, then across the midline in front of the aorta and IVC, wrapped around them (a horseshoe
+    kidney). All False unless there are two kidneys."""
+    components = _kidney_components(labels, geometry)
+    band = np.zeros(labels.shape, dtype=bool)
+    if components.max() < 2:
+        return band
+    ends = []
+    for number in (1, 2):
+        xyz = geometry.index_to_physical(np.argwhere(components == number)[::7, ::-1])
+        low = xyz[xyz[:, 2] < xyz[:, 2].min() + 0.25 * np.ptp(xyz[:, 2])]
+        ends.append(low)
+    centroids = _kidney_centroids(labels, geometry)
+    mid_x, kidney_y = float(centroids[:, 0].mean()), float(centroids[:, 1].mean())
+    ends = [low[np.argmin(np.abs(low[:, 0] - mid_x))] for low in ends]  # each lower pole's medial point
+    front_y = kidney_y - 33.0 - ISTHMUS_RADIUS_MM  # clear of the aorta, whose front is 31 mm ahead
+    z = 0.5 * (ends[0][2] + ends[1][2])
+    path = [ends[0], [ends[0][0], front_y, z], [ends[1][0], front_y, z], ends[1]]
+    points = np.concatenate([np.linspace(a, b, 200) for a, b in zip(path[:-1], path[1:])])
+    seeds = np.zeros(labels.shape, dtype=np.uint8)
+    index = np.rint(geometry.physical_to_index(points)[:, ::-1]).astype(int)
+    inside = np.all((index >= 0) & (index < np.array(labels.shape)), axis=1)
+    seeds[tuple(index[inside].T)] = 1
+    box = bounding_box(seeds > 0, margin=int(np.ceil(ISTHMUS_RADIUS_MM / min(geometry.spacing_mm))) + 1)
+    if box is None:
+        return band
+    kji = np.stack(np.meshgrid(*[np.arange(b.start, b.stop) for b in box], indexing="ij"), axis=-1)
+    xyz = geometry.index_to_physical(kji.reshape(-1, 3)[:, ::-1]).reshape(*kji.shape)
+    behind = _prevertebral(xyz[..., 0], xyz[..., 1], mid_x, kidney_y, margin_mm=1.5)
+    band[box] = (_depth_mm(seeds[box] == 0, geometry.array_spacing_mm) < ISTHMUS_RADIUS_MM) & ~behind
+    return band
+
+
+def _prevertebral(x, y, mid_x: float, kidney_y: float, margin_mm: float = 0.0) -> np.ndarray:
+    """Bool: the aorta, IVC and vertebral body (as the phantoms draw them), grown by ``margin_mm``."""
+    spine_y, m = kidney_y + 8, margin_mm
+    return (_ellipse(x - (mid_x + 14), y - (spine_y - 28), 11 + m, 11 + m)
+            | _ellipse(x - (mid_x - 22), y - (spine_y - 26), 13 + m, 10 + m)
+            | _ellipse(x - mid_x, y - spine_y, 21 + m, 17 + m))
 
 
 def _arms(x, y, lm: Landmarks) -> list[tuple[np.ndarray, float, str]]:
@@ -208,7 +293,8 @@ def _pelvis(x, y, above, lm: Landmarks, style: PhantomStyle) -> list[tuple[np.nd
     return parts
 
 
-def _styled_body_hu(x, y, z, lm: Landmarks, style: PhantomStyle, mimics, packed_bowel=()) -> tuple[np.ndarray, np.ndarray]:
+def _styled_body_hu(x, y, z, lm: Landmarks, style: PhantomStyle, mimics, packed_bowel=(),
+                    vessels=()) -> tuple[np.ndarray, np.ndarray]:
     """(HU, texture amplitude in HU) of everything but the kidneys, for physical x, y, z (mm, LPS)."""
     rx, ry = lm.body_radii
     dx, dy = x - lm.mid_x, y - lm.body_center_y
@@ -257,6 +343,9 @@ def _styled_body_hu(x, y, z, lm: Landmarks, style: PhantomStyle, mimics, packed_
     for mx, my, mz, mr, mhu, mtex in mimics:
         if spans(mz, mr):
             put(_ellipsoid(x - mx, y - my, z - mz, mr, 0.85 * mr, 1.2 * mr) & cavity, mhu, mtex)
+    for x0, y0, z0, x1, y1, z1, radius, value in vessels:
+        if spans(z0, radius + abs(z1 - z0)):
+            put(_near_segment(x, y, z, np.array([x0, y0, z0]), np.array([x1, y1, z1]), radius) & cavity, value, 0.5 * t)
     for mask, value in _trunk_muscles(x, y, above, lm, style):
         put(mask & inner, value, t)
     if spans(lm.kidney_z - 220, 120):  # after the muscles: pelvic bone is never painted over
@@ -297,6 +386,35 @@ def _draw_mimics(centroids: np.ndarray, lm: Landmarks, style: PhantomStyle, rng:
     return tuple(mimics)
 
 
+def _near_segment(x, y, z, a: np.ndarray, b: np.ndarray, radius_mm: float) -> np.ndarray:
+    """Bool: the points (x, y, z, mm) within ``radius_mm`` of the segment from ``a`` to ``b``."""
+    along = b - a
+    t = np.clip(((x - a[0]) * along[0] + (y - a[1]) * along[1] + (z - a[2]) * along[2]) / max(along @ along, 1e-6), 0, 1)
+    return (x - a[0] - t * along[0]) ** 2 + (y - a[1] - t * along[1]) ** 2 + (z - a[2] - t * along[2]) ** 2 <= radius_mm ** 2
+
+
+def _remaining(centroids: np.ndarray, style: PhantomStyle) -> np.ndarray:
+    """The kidney centroids (N, 3; LPS mm) that ``style.nephrectomy`` leaves."""
+    if style.nephrectomy == "both":
+        return centroids[:0]
+    if style.nephrectomy is None or len(centroids) < 2:
+        return centroids
+    left = int(np.argmax(centroids[:, 0]))  # patient left = +x
+    return np.delete(centroids, left if style.nephrectomy == "left" else 1 - left, axis=0)
+
+
+def _renal_vessels(centroids: np.ndarray, lm: Landmarks, style: PhantomStyle):
+    """Segments (x0, y0, z0, x1, y1, z1, radius mm, HU) of each kidney's renal artery (to the aorta)
+    and renal vein (to the IVC), from the kidney's centre, which its own voxels then cover."""
+    spine_y = lm.kidney_y + 8
+    vein_hu = 0.6 * style.aorta_hu + 0.4 * style.muscle_hu
+    segments = []
+    for cx, cy, cz in centroids:
+        segments.append((cx, cy, cz, lm.mid_x + 14, spine_y - 28, cz, 3.0, style.aorta_hu))
+        segments.append((cx, cy - 6, cz - 8, lm.mid_x - 22, spine_y - 26, cz - 8, 5.0, vein_hu))
+    return tuple(tuple(float(v) for v in segment) for segment in segments)
+
+
 def _draw_packed_bowel(centroids: np.ndarray, lm: Landmarks, style: PhantomStyle, rng: np.random.Generator):
     """``style.bowel_loops`` bowel loops (x, y, z, radius, content HU, content texture HU) packed in
     front of and beside the kidneys, clear of them: fluid-filled small bowel, or colon whose mottled
@@ -332,7 +450,7 @@ def _room_for_anatomy(lm: Landmarks, style: PhantomStyle, centroids: np.ndarray)
 
 
 def _styled_body_image(geometry: Geometry, lm: Landmarks, style: PhantomStyle, mimics,
-                       rng: np.random.Generator, packed_bowel=()) -> sitk.Image:
+                       rng: np.random.Generator, packed_bowel=(), vessels=()) -> sitk.Image:
     """The styled body on a BODY_GRID_MM grid covering ``geometry``, textured (2 mm grain)."""
     low, size, (x, y, z) = body_grid(geometry)
     hu = np.empty((size[2], size[1], size[0]), dtype=np.float32)
@@ -340,7 +458,7 @@ def _styled_body_image(geometry: Geometry, lm: Landmarks, style: PhantomStyle, m
     for z0 in range(0, size[2], SLAB_PLANES):
         zs = z[z0:z0 + SLAB_PLANES, None, None]
         hu[z0:z0 + SLAB_PLANES], amp[z0:z0 + SLAB_PLANES] = _styled_body_hu(
-            *np.broadcast_arrays(x[None, None, :], y[None, :, None], zs), lm, style, mimics, packed_bowel)
+            *np.broadcast_arrays(x[None, None, :], y[None, :, None], zs), lm, style, mimics, packed_bowel, vessels)
     hu += amp * _smooth_noise(hu.shape, (BODY_GRID_MM,) * 3, 2.0, rng)
     del amp
     return body_grid_image(hu, low)
@@ -367,6 +485,35 @@ def _tumor_hu(kind: str, kidney_hu: float, style: PhantomStyle, texture: np.ndar
     return np.where(texture > u(1.3, 2.0), u(300, 900), soft)  # calcified
 
 
+def _hilum_mm(mask: np.ndarray, spacing_kji) -> np.ndarray:
+    """Distance (mm) from each voxel of a (k, j, i) crop to the hilum of ``mask``: the background in
+    its concavities that a closing by HILUM_CLOSING_MM fills, in pieces of HILUM_MIN_ML or more (where
+    sinus fat and vessels enter); infinite where there is none."""
+    pad = [int(np.ceil(HILUM_CLOSING_MM / s)) + 2 for s in spacing_kji]
+    inner = tuple(slice(p, -p) for p in pad)
+    padded = np.pad(mask, [(p, p) for p in pad])
+    grown = padded | (_depth_mm(~padded, spacing_kji) <= HILUM_CLOSING_MM)
+    hilum = (_depth_mm(grown, spacing_kji) > HILUM_CLOSING_MM) & ~padded
+    specks = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(hilum.astype(np.uint8))),
+                                   minimumObjectSize=int(np.ceil(HILUM_MIN_ML * 1000 / np.prod(spacing_kji))))
+    hilum = sitk.GetArrayViewFromImage(specks) > 0  # not the steps of a label drawn slice by slice
+    if not hilum.any():
+        return np.full(mask.shape, np.inf, dtype=np.float32)
+    return _depth_mm(~hilum, spacing_kji)[inner]
+
+
+def _sinus_hu(style: PhantomStyle, texture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """HU of the kidney-labelled tissue at the hilum from a unit-std ``texture``: a renal pelvis and
+    calyces of urine (or of excreted contrast), vessels (enhancing after contrast) and some fat."""
+    u = rng.uniform
+    urine = style.collecting_hu if style.collecting_hu is not None else u(0, 20)
+    vessel = u(0.6, 0.9) * style.aorta_hu if style.phase != "non-contrast" else style.muscle_hu
+    fat_above = u(0.5, 1.2)  # most sinus fat lies in the hilum, outside the kidney label
+    urine_below = u(-0.5, 0.3)
+    return np.where(texture > fat_above, style.fat_hu + u(20, 60),
+                    np.where(texture < urine_below, urine, vessel)).astype(np.float32)
+
+
 def _styled_kidney_hu(labels: np.ndarray, spacing_kji, style: PhantomStyle, rng: np.random.Generator) -> np.ndarray:
     """HU inside a crop holding the kidneys and tumors; NaN where the label is background."""
     hu = np.full(labels.shape, np.nan, dtype=np.float32)
@@ -376,7 +523,10 @@ def _styled_kidney_hu(labels: np.ndarray, spacing_kji, style: PhantomStyle, rng:
     cortex_mm = rng.uniform(3.0, 6.0)
     medulla = style.medulla_hu + 0.15 * abs(style.cortex_hu - style.medulla_hu) * np.sin(texture * 2.0)
     level = np.where(depth < cortex_mm, style.cortex_hu, medulla) + style.texture_hu * texture
-    if style.collecting_hu is not None:
+    if style.renal_sinus:
+        sinus = kidney & (_hilum_mm(labels > 0, spacing_kji) < rng.uniform(2.0, 6.0))
+        level = np.where(sinus, _sinus_hu(style, _smooth_noise(labels.shape, spacing_kji, 1.5, rng), rng), level)
+    elif style.collecting_hu is not None:
         deepest = float(depth[kidney].max()) if kidney.any() else 0.0
         collecting = depth > rng.uniform(0.6, 0.8) * deepest
         level = np.where(collecting & (texture > -0.5), style.collecting_hu, level)
@@ -436,7 +586,8 @@ def synthesize_styled(label_map: Scan, seed: int, style: PhantomStyle) -> Scan:
     lm = _room_for_anatomy(lm, style, centroids)
     mimics = _draw_mimics(centroids, lm, style, rng)
     packed_bowel = _draw_packed_bowel(centroids, lm, style, rng)
-    hu = _on_grid(_styled_body_image(geometry, lm, style, mimics, rng, packed_bowel), geometry)
+    vessels = _renal_vessels(_remaining(centroids, style), lm, style)
+    hu = _on_grid(_styled_body_image(geometry, lm, style, mimics, rng, packed_bowel, vessels), geometry)
     box = bounding_box(labels > 0, margin=4)
     if box is not None:
         kidney = _styled_kidney_hu(np.asarray(labels[box]), geometry.array_spacing_mm, style, rng)
@@ -457,7 +608,37 @@ def synthesize_styled(label_map: Scan, seed: int, style: PhantomStyle) -> Scan:
 
 def synthesize_case(label_map: Scan, seed: int, style: PhantomStyle) -> tuple[Scan, Scan]:
     """(styled CT, the label map it shows): the label map edited as the style says (nephrectomy,
-    tumor-free), both on ``label_map``'s grid."""
+    tumor-free, horseshoe), both on ``label_map``'s grid, or both on the slab of it that
+    ``style.scan_range`` keeps (``scan_range_planes``)."""
     from kitsrt.phantom.ct import synthesize_ct
 
-    return synthesize_ct(label_map, seed=seed, style=style), styled_labels(label_map, style)
+    ct, labels = synthesize_ct(label_map, seed=seed, style=style), styled_labels(label_map, style)
+    planes = scan_range_planes(label_map, style)
+    if planes is None:
+        return ct, labels
+    axis, start, stop = planes
+    slab = tuple(slice(start, stop) if a == axis else slice(None) for a in range(3))
+    return Scan(ct.image[slab], ct.source), Scan(labels.image[slab], labels.source)
+
+
+def scan_range_planes(label_map: Scan, style: PhantomStyle) -> tuple[int, int, int] | None:
+    """(index axis (i, j, k order), first plane, stop plane) of the slab that ``style.scan_range``
+    keeps, cut across the superior-inferior axis at ``style.cut_fraction`` of the kidneys' height;
+    None for the whole grid: a "full" range, no kidneys, or a slab under MIN_CUT_SCAN_MM."""
+    if style.scan_range == "full":
+        return None
+    geometry = label_map.geometry
+    axis = _superior_axis(geometry)
+    array_axis = 2 - axis
+    planes = np.flatnonzero((np.asarray(label_map.array) > 0).any(axis=tuple(a for a in range(3) if a != array_axis)))
+    if len(planes) == 0:
+        return None
+    upward = geometry.direction_matrix[2, axis] > 0  # plane index grows towards the head
+    low, high = (planes[0], planes[-1]) if upward else (planes[-1], planes[0])
+    cut = int(round(low + style.cut_fraction * (high - low)))
+    cut = min(max(cut, 0), geometry.size[axis])
+    keep_low_indices = (style.scan_range == "pelvis") == upward
+    start, stop = (0, cut) if keep_low_indices else (cut, geometry.size[axis])
+    if (stop - start) * geometry.spacing_mm[axis] < MIN_CUT_SCAN_MM:
+        return None
+    return axis, start, stop
