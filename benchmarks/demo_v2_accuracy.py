@@ -3,7 +3,8 @@
 * Held-out phantoms: the 6 KiTS19 label maps held out of both demos' training and 4 procedural
   maps (seeds 1000-1003), each as the default phantom (seed = case number, as
   ``demo_accuracy.py``) and as a domain-randomised phantom (``random_style(seed)`` with its label
-  edits switched off, so that every case has two kidneys and its tumors: Dice stays comparable).
+  edits switched off, so that every case has two kidneys and its tumors: Dice stays comparable; the
+  phantom is drawn by the checked-out tree, so a cache of phantoms belongs to one phantom version).
   KiTS19 Dice of the cascade, VOI recall, output grid equal to the input grid.
 * The real CT in ``../shared/data/realct`` (a check only, never trained or tuned on): Dice of the
   predicted kidney+tumor against TotalSegmentator's kidneys (its README: a model's output, no
@@ -110,7 +111,7 @@ def network_facts(package: Path) -> dict:
 
 def phantom_ct(labels: Scan, seed: int, style: str, cache: Path | None) -> tuple[Scan, str]:
     """(phantom, phase) of one held-out case; phantoms are kept in ``cache`` (int16 .npy) once built."""
-    randomized = replace(random_style(seed), tumor_free=False, nephrectomy=None)
+    randomized = replace(random_style(seed), tumor_free=False, nephrectomy=None, horseshoe=False)
     phase = randomized.phase if style == "randomized" else "default"
     path = None if cache is None else cache / f"{labels.source.replace('/', '_')}_{seed}_{style}.npy"
     if path is not None and path.exists():

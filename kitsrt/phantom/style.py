@@ -60,8 +60,10 @@ NEPHRECTOMY_SIDES = ("left", "right", "both")
 SCAN_RANGES = ("full", "pelvis", "upper")
 MIN_CUT_SCAN_MM = 100.0  # a cut field of view shorter than this is not cut
 ISTHMUS_RADIUS_MM = 8.0
-HILUM_CLOSING_MM = 10.0  # concavities of a kidney label narrower than this are its hilum and sinus
+HILUM_CLOSING_MM = 10.0  # a closing by this fills the hilum: concavities up to about twice as wide
 HILUM_MIN_ML = 0.3
+HILUM_TUMOR_CLEARANCE_MM = 5.0  # a concavity this close to a tumor is the tumor's notch, not the hilum
+SINUS_STREAM = 16  # the sinus draws its own random stream: a seed's other draws stay what they were
 KIDNEY_HALF_WIDTH_MM = 45.0  # from a kidney's centroid to its lateral edge, with a margin
 STYLE_STREAM = 15  # a second seed word, so a style never repeats the phantom's own random stream
 
@@ -72,6 +74,8 @@ class PhantomStyle:
     ``nephrectomy``: "left" or "right" kidney (patient side) or "both" removed, or None.
     ``collecting_hu``: contrast in the collecting system (excretory phase) or None.
     ``renal_sinus``: sinus fat, vessels and renal pelvis drawn inside each kidney label at its hilum.
+    ``renal_vessels``: renal arteries and veins from each kidney to the aorta and IVC. With both
+    False a style draws what it drew before they existed (commit 8920dcb).
     ``horseshoe``: the two kidneys' lower poles joined by a band of kidney in front of the aorta.
     ``scan_range``: "full", "pelvis" (keep what lies below ``cut_fraction`` of the kidneys' height,
     0 = their lowest point, 1 = their highest) or "upper" (keep what lies above it)."""
@@ -104,6 +108,7 @@ class PhantomStyle:
     nephrectomy: str | None = None
     tumor_free: bool = False
     renal_sinus: bool = True
+    renal_vessels: bool = True
     horseshoe: bool = False
     scan_range: str = "full"
     cut_fraction: float = 0.5
@@ -116,6 +121,10 @@ class PhantomStyle:
             raise InputError(f"phantom style tumor_kinds {self.tumor_kinds!r}: expected some of {', '.join(TUMOR_KINDS)}")
         if self.nephrectomy not in (None, *NEPHRECTOMY_SIDES):
             raise InputError(f"phantom style nephrectomy {self.nephrectomy!r}: expected left, right, both or None")
+        if self.horseshoe and self.nephrectomy is not None:
+            raise InputError("phantom style: a horseshoe kidney needs both kidneys; set nephrectomy=None")
+        if not np.isfinite(self.cut_fraction):
+            raise InputError(f"phantom style cut_fraction {self.cut_fraction!r}: expected a finite number")
         if self.scan_range not in SCAN_RANGES:
             raise InputError(f"phantom style scan_range {self.scan_range!r}: expected one of {', '.join(SCAN_RANGES)}")
 
@@ -141,7 +150,8 @@ def _phase_hu(phase: str, rng: np.random.Generator) -> dict:
 
 def random_style(seed: int) -> PhantomStyle:
     """A style drawn from ``seed`` (deterministic): phase, organ HU, tumors, noise, blur, body, edits
-    (one kidney removed 12%, both 4%, tumors 20%, horseshoe 5%), field of view (pelvis 6%, upper 6%)."""
+    (about: one kidney removed 11%, both 4%, tumors 20%, horseshoe 4%) and field of view (pelvis 6%,
+    upper 6%; a pelvis cut below the kidneys' lowest point leaves no kidney in the scan)."""
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise InputError(f"phantom seed {seed!r}: expected a whole number from 0 to 2**32-1")
     rng = np.random.default_rng([int(seed), STYLE_STREAM])
@@ -207,8 +217,8 @@ def _kidney_components(labels: np.ndarray, geometry: Geometry) -> np.ndarray:
 
 def _isthmus(labels: np.ndarray, geometry: Geometry) -> np.ndarray:
     """Bool (k, j, i): a band of kidney, 2 x ISTHMUS_RADIUS_MM thick, from each kidney's lower pole
-    forward, then across the midline in front of the aorta and IVC, wrapped around them (a horseshoe
-    kidney). All False unless there are two kidneys."""
+    forward, then straight across the midline in front of the aorta and IVC, less any voxel of them
+    or of the spine (a horseshoe kidney). All False unless there are two kidneys."""
     components = _kidney_components(labels, geometry)
     band = np.zeros(labels.shape, dtype=bool)
     if components.max() < 2:
@@ -485,21 +495,26 @@ def _tumor_hu(kind: str, kidney_hu: float, style: PhantomStyle, texture: np.ndar
     return np.where(texture > u(1.3, 2.0), u(300, 900), soft)  # calcified
 
 
-def _hilum_mm(mask: np.ndarray, spacing_kji) -> np.ndarray:
-    """Distance (mm) from each voxel of a (k, j, i) crop to the hilum of ``mask``: the background in
-    its concavities that a closing by HILUM_CLOSING_MM fills, in pieces of HILUM_MIN_ML or more (where
-    sinus fat and vessels enter); infinite where there is none."""
+def _hilum_mm(labels: np.ndarray, spacing_kji) -> np.ndarray:
+    """Distance (mm) from each voxel of a (k, j, i) label crop to the kidneys' hilum: the background
+    in the concavities of kidney+tumor that a closing by HILUM_CLOSING_MM fills, in pieces of
+    HILUM_MIN_ML or more and HILUM_TUMOR_CLEARANCE_MM or more from any tumor (where sinus fat and
+    vessels enter, not the notch beside a tumor); infinite where there is none."""
     pad = [int(np.ceil(HILUM_CLOSING_MM / s)) + 2 for s in spacing_kji]
     inner = tuple(slice(p, -p) for p in pad)
-    padded = np.pad(mask, [(p, p) for p in pad])
-    grown = padded | (_depth_mm(~padded, spacing_kji) <= HILUM_CLOSING_MM)
-    hilum = (_depth_mm(grown, spacing_kji) > HILUM_CLOSING_MM) & ~padded
-    specks = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.GetImageFromArray(hilum.astype(np.uint8))),
-                                   minimumObjectSize=int(np.ceil(HILUM_MIN_ML * 1000 / np.prod(spacing_kji))))
-    hilum = sitk.GetArrayViewFromImage(specks) > 0  # not the steps of a label drawn slice by slice
-    if not hilum.any():
-        return np.full(mask.shape, np.inf, dtype=np.float32)
-    return _depth_mm(~hilum, spacing_kji)[inner]
+    padded = np.pad(labels, [(p, p) for p in pad])
+    mask = padded > 0
+    grown = mask | (_depth_mm(~mask, spacing_kji) <= HILUM_CLOSING_MM)
+    hilum = (_depth_mm(grown, spacing_kji) > HILUM_CLOSING_MM) & ~mask
+    pieces = sitk.GetArrayFromImage(sitk.RelabelComponent(  # not the steps of a label drawn slice by slice
+        sitk.ConnectedComponent(sitk.GetImageFromArray(hilum.astype(np.uint8))),
+        minimumObjectSize=int(np.ceil(HILUM_MIN_ML * 1000 / np.prod(spacing_kji)))))
+    if (padded == 2).any():
+        near_tumor = _depth_mm(padded != 2, spacing_kji) < HILUM_TUMOR_CLEARANCE_MM
+        pieces[np.isin(pieces, np.unique(pieces[near_tumor]))] = 0
+    if not pieces.any():
+        return np.full(labels.shape, np.inf, dtype=np.float32)
+    return _depth_mm(pieces == 0, spacing_kji)[inner]
 
 
 def _sinus_hu(style: PhantomStyle, texture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -514,7 +529,8 @@ def _sinus_hu(style: PhantomStyle, texture: np.ndarray, rng: np.random.Generator
                     np.where(texture < urine_below, urine, vessel)).astype(np.float32)
 
 
-def _styled_kidney_hu(labels: np.ndarray, spacing_kji, style: PhantomStyle, rng: np.random.Generator) -> np.ndarray:
+def _styled_kidney_hu(labels: np.ndarray, spacing_kji, style: PhantomStyle, rng: np.random.Generator,
+                      sinus_rng: np.random.Generator) -> np.ndarray:
     """HU inside a crop holding the kidneys and tumors; NaN where the label is background."""
     hu = np.full(labels.shape, np.nan, dtype=np.float32)
     texture = _smooth_noise(labels.shape, spacing_kji, 2.5, rng)
@@ -524,8 +540,9 @@ def _styled_kidney_hu(labels: np.ndarray, spacing_kji, style: PhantomStyle, rng:
     medulla = style.medulla_hu + 0.15 * abs(style.cortex_hu - style.medulla_hu) * np.sin(texture * 2.0)
     level = np.where(depth < cortex_mm, style.cortex_hu, medulla) + style.texture_hu * texture
     if style.renal_sinus:
-        sinus = kidney & (_hilum_mm(labels > 0, spacing_kji) < rng.uniform(2.0, 6.0))
-        level = np.where(sinus, _sinus_hu(style, _smooth_noise(labels.shape, spacing_kji, 1.5, rng), rng), level)
+        sinus = kidney & (_hilum_mm(labels, spacing_kji) < sinus_rng.uniform(2.0, 6.0))
+        sinus_texture = _smooth_noise(labels.shape, spacing_kji, 1.5, sinus_rng)
+        level = np.where(sinus, _sinus_hu(style, sinus_texture, sinus_rng), level)
     elif style.collecting_hu is not None:
         deepest = float(depth[kidney].max()) if kidney.any() else 0.0
         collecting = depth > rng.uniform(0.6, 0.8) * deepest
@@ -586,11 +603,12 @@ def synthesize_styled(label_map: Scan, seed: int, style: PhantomStyle) -> Scan:
     lm = _room_for_anatomy(lm, style, centroids)
     mimics = _draw_mimics(centroids, lm, style, rng)
     packed_bowel = _draw_packed_bowel(centroids, lm, style, rng)
-    vessels = _renal_vessels(_remaining(centroids, style), lm, style)
+    vessels = _renal_vessels(_remaining(centroids, style), lm, style) if style.renal_vessels else ()
     hu = _on_grid(_styled_body_image(geometry, lm, style, mimics, rng, packed_bowel, vessels), geometry)
     box = bounding_box(labels > 0, margin=4)
     if box is not None:
-        kidney = _styled_kidney_hu(np.asarray(labels[box]), geometry.array_spacing_mm, style, rng)
+        kidney = _styled_kidney_hu(np.asarray(labels[box]), geometry.array_spacing_mm, style, rng,
+                                   np.random.default_rng([seed, SINUS_STREAM]))
         hu[box] = np.where(np.isnan(kidney), hu[box], kidney)
     blurred_image = _styled_blur(hu, geometry, style)
     del hu
@@ -623,8 +641,9 @@ def synthesize_case(label_map: Scan, seed: int, style: PhantomStyle) -> tuple[Sc
 
 def scan_range_planes(label_map: Scan, style: PhantomStyle) -> tuple[int, int, int] | None:
     """(index axis (i, j, k order), first plane, stop plane) of the slab that ``style.scan_range``
-    keeps, cut across the superior-inferior axis at ``style.cut_fraction`` of the kidneys' height;
-    None for the whole grid: a "full" range, no kidneys, or a slab under MIN_CUT_SCAN_MM."""
+    keeps: the planes whose centres lie below ("pelvis") or above ("upper") a cut across the
+    superior-inferior axis at ``style.cut_fraction`` of the kidneys' height (LPS z, mm); None for
+    the whole grid: a "full" range, no kidneys, or a slab under MIN_CUT_SCAN_MM."""
     if style.scan_range == "full":
         return None
     geometry = label_map.geometry
@@ -633,12 +652,12 @@ def scan_range_planes(label_map: Scan, style: PhantomStyle) -> tuple[int, int, i
     planes = np.flatnonzero((np.asarray(label_map.array) > 0).any(axis=tuple(a for a in range(3) if a != array_axis)))
     if len(planes) == 0:
         return None
-    upward = geometry.direction_matrix[2, axis] > 0  # plane index grows towards the head
-    low, high = (planes[0], planes[-1]) if upward else (planes[-1], planes[0])
-    cut = int(round(low + style.cut_fraction * (high - low)))
-    cut = min(max(cut, 0), geometry.size[axis])
-    keep_low_indices = (style.scan_range == "pelvis") == upward
-    start, stop = (0, cut) if keep_low_indices else (cut, geometry.size[axis])
-    if (stop - start) * geometry.spacing_mm[axis] < MIN_CUT_SCAN_MM:
+    index = np.zeros((geometry.size[axis], 3))
+    index[:, axis] = np.arange(geometry.size[axis])
+    plane_z = geometry.index_to_physical(index)[:, 2]  # monotonic along the axis
+    low, high = float(plane_z[planes].min()), float(plane_z[planes].max())
+    cut_z = low + style.cut_fraction * (high - low)
+    kept = np.flatnonzero(plane_z < cut_z if style.scan_range == "pelvis" else plane_z > cut_z)
+    if len(kept) * geometry.spacing_mm[axis] < MIN_CUT_SCAN_MM:
         return None
-    return axis, start, stop
+    return axis, int(kept[0]), int(kept[-1]) + 1
