@@ -9,7 +9,7 @@
 #   2. same cache: fine goes on with tumor weight 10 on a 13000-step schedule, stopped at 8000.
 #   3. v3 draft phantoms (commit 9d65c6b; 4 styles, 24 procedural): coarse on an 18000-step
 #      schedule stopped at 14000, fine on a 16000-step one (tumor weight 10) stopped at 10500.
-#   4. v3 phantoms (this tree; 4 styles, 24 procedural): both go on, on the same schedules, to
+#   4. v3 phantoms (commit 8f3e4f1; 4 styles, 24 procedural): both go on, on the same schedules, to
 #      COARSE_STOP / FINE_STOP.
 # The measured run (README, "Demo v3") reached stage 1 through resumed runs (450/400, 900/1000, then
 # 10000/7000 steps), so a rerun gives a comparable model, not the same bits. Usage:
@@ -26,36 +26,7 @@ holdout=case_00021,case_00043,case_00055,case_00063,case_00142,case_00188
 skip=case_00106,case_00118,case_00123  # not trained on: their v2 phantoms were not ready in time
 mkdir -p "$work"
 
-# fill_cache COMMIT CACHE STYLES PROCEDURAL: the phantoms of COMMIT's tree, preprocessed into CACHE.
-fill_cache() {
-    local src="$work/src_$1"
-    [ -d "$src" ] || git worktree add --detach "$src" "$1"
-    (cd "$src" && PYTHONPATH="$src" python - "$data" "$2" "$3" "$4" "$holdout,$skip" <<'PY'
-import sys
-from pathlib import Path
-from kitsrt.training.data import prepare_styled, styled_cases
-from kitsrt.training.trainer import training_plan
-data, cache, styles, procedural, exclude = sys.argv[1:]
-spec, _ = training_plan("demo-v2", "coarse")  # the cascade spec; every role is prepared
-cases = styled_cases(Path(data), set(exclude.split(",")), int(styles), int(procedural))
-prepare_styled(cases, spec, Path(cache))
-import kitsrt
-print(f"{len(cases)} phantoms in {cache}, drawn by {Path(kitsrt.__file__).parent}")
-PY
-    )
-}
-
-# train_pair CACHE STYLES PROCEDURAL COARSE_ARGS FINE_ARGS: coarse and fine side by side, one thread each.
-train_pair() {
-    local common=(--preset demo-v2 --exclude "$holdout,$skip" --styles "$2" --procedural "$3" --threads 1
-                  --cache "$1" --resume)
-    nice -n 10 kitsrt train "$data" --stage coarse -o "$work/coarse" $4 "${common[@]}" >> "$work/coarse.log" 2>&1 &
-    local coarse=$!
-    nice -n 10 kitsrt train "$data" --stage fine -o "$work/fine" $5 "${common[@]}" >> "$work/fine.log" 2>&1 &
-    local fine=$!
-    wait "$coarse"
-    wait "$fine"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/demo_chain.sh"
 
 if [[ " $stages " == *" 1 "* ]]; then
     fill_cache d50801c "$work/v2_cache" 3 16
@@ -71,13 +42,9 @@ if [[ " $stages " == *" 3 "* ]]; then
     train_pair "$work/v3a_cache" 4 24 "--steps 18000 --stop-at 14000" "--steps 16000 --stop-at 10500 --tumor-weight 10"
 fi
 if [[ " $stages " == *" 4 "* ]]; then
+    fill_cache 8f3e4f1 "$work/v3_cache" 4 24
     train_pair "$work/v3_cache" 4 24 "--steps 18000 --stop-at $coarse_stop" \
         "--steps 16000 --stop-at $fine_stop --tumor-weight 10"
 fi
 note="trained by scripts/build_demo_v3.sh: v2, v3-draft and v3 styled phantoms of KiTS19 label maps (held out: $holdout; not used: $skip) and procedural maps; no real CT"
-mkdir -p "$out"
-for stage in coarse fine; do
-    kitsrt export "$work/$stage/checkpoint.pt" --stage $stage -o "$out/$stage.onnx" --demo --provenance "$note" \
-        --training-data scripts/demo_v3_training_data.json --overwrite
-done
-python -m kitsrt.export.package "$out"
+package_demo "$out" "$note" scripts/demo_v3_training_data.json
