@@ -41,12 +41,13 @@ HELD_OUT = ("case_00021", "case_00043", "case_00055", "case_00063", "case_00142"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def phantom_cases(kits19: Path):
-    """(name, label map, seed) of the held-out cases."""
+def phantom_cases(kits19: Path, read: bool = True):
+    """(name, label map or None when not ``read``, seed) of the held-out cases."""
     for case in HELD_OUT:
-        yield case, read_label_map(kits19 / case / "segmentation.nii.gz"), int(case.split("_")[1])
+        yield case, read_label_map(kits19 / case / "segmentation.nii.gz") if read else None, int(case.split("_")[1])
     for seed in range(1000, 1004):
-        yield f"procedural_{seed}", procedural_label_map((256, 256, 96), (1.6, 1.6, 3.0), seed=seed), seed
+        yield (f"procedural_{seed}", procedural_label_map((256, 256, 96), (1.6, 1.6, 3.0), seed=seed) if read else None,
+               seed)
 
 
 def score_phantom(segmenter: Segmenter, ct: Scan, labels: Scan, case: str) -> dict:
@@ -109,11 +110,23 @@ def network_facts(package: Path) -> dict:
     return facts
 
 
+def held_out_style(seed: int):
+    """The randomised held-out phantom's style: ``random_style(seed)`` without its label edits."""
+    return replace(random_style(seed), tumor_free=False, nephrectomy=None, horseshoe=False)
+
+
+def style_key(seeds) -> str:
+    """A short hash of the held-out styles: cached phantoms and rows of other styles are not reused."""
+    return hashlib.sha256("".join(repr(held_out_style(seed)) for seed in seeds).encode()).hexdigest()[:10]
+
+
 def phantom_ct(labels: Scan, seed: int, style: str, cache: Path | None) -> tuple[Scan, str]:
-    """(phantom, phase) of one held-out case; phantoms are kept in ``cache`` (int16 .npy) once built."""
-    randomized = replace(random_style(seed), tumor_free=False, nephrectomy=None, horseshoe=False)
+    """(phantom, phase) of one held-out case; phantoms are kept in ``cache`` (int16 .npy) once built,
+    a randomised one under its style's hash."""
+    randomized = held_out_style(seed)
     phase = randomized.phase if style == "randomized" else "default"
-    path = None if cache is None else cache / f"{labels.source.replace('/', '_')}_{seed}_{style}.npy"
+    suffix = f"randomized_{style_key([seed])}" if style == "randomized" else style
+    path = None if cache is None else cache / f"{labels.source.replace('/', '_')}_{seed}_{suffix}.npy"
     if path is not None and path.exists():
         return Scan.from_array(np.load(path), labels.geometry), phase
     ct = synthesize_ct(labels, seed=seed, style=randomized if style == "randomized" else None)
@@ -125,8 +138,9 @@ def phantom_ct(labels: Scan, seed: int, style: str, cache: Path | None) -> tuple
 
 def package_rows(name: str, folder: Path, args, cache: Path | None) -> list[dict]:
     """Every held-out phantom scored with one package; reused from ``cache`` when the package's
-    pipeline.json (which holds each network's SHA-256) is unchanged."""
-    key = hashlib.sha256((folder / "pipeline.json").read_bytes()).hexdigest()[:16]
+    pipeline.json (which holds each network's SHA-256) and the held-out styles are unchanged."""
+    seeds = [seed for _, _, seed in phantom_cases(Path(args.kits19), read=False)]
+    key = hashlib.sha256((folder / "pipeline.json").read_bytes() + style_key(seeds).encode()).hexdigest()[:16]
     path = None if cache is None else cache / f"rows_{name}_{key}.json"
     if path is not None and path.exists():
         return json.loads(path.read_text())
