@@ -65,6 +65,7 @@ HILUM_MIN_ML = 0.3
 HILUM_TUMOR_CLEARANCE_MM = 5.0  # a concavity this close to a tumor is the tumor's notch, not the hilum
 SINUS_STREAM = 16  # the sinus draws its own random stream: a seed's other draws stay what they were
 KIDNEY_HALF_WIDTH_MM = 45.0  # from a kidney's centroid to its lateral edge, with a margin
+STYLE_VERSION = 4  # the styled phantoms' generation: raise it whenever a seed's phantom is drawn differently
 STYLE_STREAM = 15  # a second seed word, so a style never repeats the phantom's own random stream
 
 

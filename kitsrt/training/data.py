@@ -25,6 +25,7 @@ import numpy as np
 from kitsrt.errors import InputError
 from kitsrt.io import Scan, read_label_map, read_scan
 from kitsrt.phantom import procedural_label_map, random_style, synthesize_case, synthesize_ct
+from kitsrt.phantom.style import STYLE_VERSION
 from kitsrt.runtime.pipeline import CascadeSpec, NestedSpec
 from kitsrt.runtime.preprocess import Box, scan_box
 from kitsrt.runtime.regions import mask_volume, stage_input, stage_labels
@@ -99,8 +100,14 @@ def case_volumes(ct: Scan, labels: Scan, spec: CascadeSpec | NestedSpec, case: s
     return {"coarse": [coarse_volume(ct, labels, spec, case)], "fine": fine_volumes(ct, labels, spec, case)}
 
 
-def _load_cached(path: Path, case: str, roles: set[str] | None = None) -> dict[str, list[Volume]]:
+def _load_cached(path: Path, case: str, roles: set[str] | None = None, stamp: str | None = None) -> dict[str, list[Volume]]:
+    """The volumes cached in ``path``. A cache stamped with another phantom than ``stamp`` is
+    refused; an unstamped one (written before stamps, or by an older tree on purpose) is read."""
     data = np.load(path)
+    if stamp is not None and "phantom" in data.files and str(data["phantom"]) != stamp:
+        raise InputError(f"{path}: this cache holds a phantom drawn by another phantom version or style "
+                         f"({str(data['phantom'])[:60]}...), not {stamp[:60]}...; train with a new --cache "
+                         "folder, or delete this one")
     stored = sorted({k.split("_image")[0] for k in data.files if "_image" in k})
     return {role: [Volume(data[f"{role}_image{i}"], data[f"{role}_labels{i}"], case,
                           data[f"{role}_mask{i}"] if f"{role}_mask{i}" in data.files else None)
@@ -123,10 +130,12 @@ def prepare_case(case: str, label_path: Path, imaging_path: Path | None, spec: C
     return volumes
 
 
-def _save_cached(path: Path, volumes: dict[str, list[Volume]]) -> None:
+def _save_cached(path: Path, volumes: dict[str, list[Volume]], stamp: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"{role}_{kind}{i}": getattr(v, kind) for role in volumes for i, v in enumerate(volumes[role])
               for kind in ("image", "labels", "mask") if getattr(v, kind) is not None}
+    if stamp is not None:
+        arrays["phantom"] = np.array(stamp)
     tmp = path.with_name(f"{path.stem}.partial-{os.getpid()}.npz")  # two trainings may share a cache
     np.savez(tmp, **arrays)
     tmp.replace(path)
@@ -176,16 +185,22 @@ def prepare_styled_case(case: StyledCase, spec: CascadeSpec | NestedSpec, cache:
     """The volumes of one styled phantom (``roles`` only, default all), read from ``cache`` when
     prepared before."""
     path = None if cache is None else cache / f"{case.name}.npz"
+    stamp = phantom_stamp(case)
     if path is not None and path.exists():
-        return _load_cached(path, case.name, roles)
+        return _load_cached(path, case.name, roles, stamp)
     labels = random_procedural_labels(case.seed) if case.label_path is None else read_label_map(case.label_path)
     ct, labels = synthesize_case(labels, case.seed, random_style(case.seed))
     volumes = case_volumes(ct, labels, spec, case.name)
     if isinstance(spec, CascadeSpec):
         volumes["fine"].append(decoy_volume(ct, labels, spec, case.name, np.random.default_rng([case.seed, 3])))
     if path is not None:
-        _save_cached(path, volumes)
+        _save_cached(path, volumes, stamp)
     return {role: v for role, v in volumes.items() if roles is None or role in roles}
+
+
+def phantom_stamp(case: StyledCase) -> str:
+    """What drew a styled case's phantom: the styles' generation and its style, kept in its cache."""
+    return f"styled phantom v{STYLE_VERSION}: {random_style(case.seed)!r}"
 
 
 def decoy_volume(ct: Scan, labels: Scan, spec: CascadeSpec, case: str, rng: np.random.Generator) -> Volume:
