@@ -250,12 +250,19 @@ def _isthmus(labels: np.ndarray, geometry: Geometry) -> np.ndarray:
     return band
 
 
+def _midline_structures(mid_x: float, kidney_y: float) -> dict[str, tuple[float, float, float, float]]:
+    """Cross-sections (x, y, rx, ry; LPS mm) of the aorta, the IVC and the vertebral body, as the
+    styled phantoms draw them."""
+    spine_y = kidney_y + 8
+    return {"aorta": (mid_x + 14, spine_y - 28, 11, 11), "ivc": (mid_x - 22, spine_y - 26, 13, 10),
+            "vertebra": (mid_x, spine_y, 21, 17)}
+
+
 def _prevertebral(x, y, mid_x: float, kidney_y: float, margin_mm: float = 0.0) -> np.ndarray:
-    """Bool: the aorta, IVC and vertebral body (as the phantoms draw them), grown by ``margin_mm``."""
-    spine_y, m = kidney_y + 8, margin_mm
-    return (_ellipse(x - (mid_x + 14), y - (spine_y - 28), 11 + m, 11 + m)
-            | _ellipse(x - (mid_x - 22), y - (spine_y - 26), 13 + m, 10 + m)
-            | _ellipse(x - mid_x, y - spine_y, 21 + m, 17 + m))
+    """Bool: the aorta, IVC and vertebral body, grown by ``margin_mm``."""
+    inside = [_ellipse(x - cx, y - cy, rx + margin_mm, ry + margin_mm)
+              for cx, cy, rx, ry in _midline_structures(mid_x, kidney_y).values()]
+    return inside[0] | inside[1] | inside[2]
 
 
 def _arms(x, y, lm: Landmarks) -> list[tuple[np.ndarray, float, str]]:
@@ -371,8 +378,10 @@ def _styled_body_hu(x, y, z, lm: Landmarks, style: PhantomStyle, mimics, packed_
     put(_ellipse(x - lm.mid_x, y - spine_y, 21, 17) & (np.sin(z * (2 * np.pi / 34.0)) > 0.8), 85.0, t)
     put(_ellipse(x - lm.mid_x, y - (spine_y + 42), 7, 14), 600.0, 60.0)
     put(_ellipse(x - lm.mid_x, y - (spine_y + 25), 8, 7), 15.0, 0.5 * t)
-    put(_ellipse(x - (lm.mid_x + 14), y - (spine_y - 28), 11, 11), style.aorta_hu, 0.5 * t)
-    put(_ellipse(x - (lm.mid_x - 22), y - (spine_y - 26), 13, 10), 0.6 * style.aorta_hu + 0.4 * muscle, 0.5 * t)
+    midline = _midline_structures(lm.mid_x, lm.kidney_y)
+    for name, value in (("aorta", style.aorta_hu), ("ivc", 0.6 * style.aorta_hu + 0.4 * muscle)):
+        vx, vy, vrx, vry = midline[name]
+        put(_ellipse(x - vx, y - vy, vrx, vry), value, 0.5 * t)
     angle = np.arctan2(dy / ry, dx / rx)
     rib_band = _ellipse(dx, dy, rx - lm.fat_mm + 2, ry - lm.fat_mm + 2) & ~_ellipse(
         dx, dy, rx - lm.fat_mm - 8, ry - lm.fat_mm - 8)
@@ -417,12 +426,13 @@ def _remaining(centroids: np.ndarray, style: PhantomStyle) -> np.ndarray:
 def _renal_vessels(centroids: np.ndarray, lm: Landmarks, style: PhantomStyle):
     """Segments (x0, y0, z0, x1, y1, z1, radius mm, HU) of each kidney's renal artery (to the aorta)
     and renal vein (to the IVC), from the kidney's centre, which its own voxels then cover."""
-    spine_y = lm.kidney_y + 8
+    midline = _midline_structures(lm.mid_x, lm.kidney_y)
+    (ax, ay, *_), (vx, vy, *_) = midline["aorta"], midline["ivc"]
     vein_hu = 0.6 * style.aorta_hu + 0.4 * style.muscle_hu
     segments = []
     for cx, cy, cz in centroids:
-        segments.append((cx, cy, cz, lm.mid_x + 14, spine_y - 28, cz, 3.0, style.aorta_hu))
-        segments.append((cx, cy - 6, cz - 8, lm.mid_x - 22, spine_y - 26, cz - 8, 5.0, vein_hu))
+        segments.append((cx, cy, cz, ax, ay, cz, 3.0, style.aorta_hu))
+        segments.append((cx, cy - 6, cz - 8, vx, vy, cz - 8, 5.0, vein_hu))
     return tuple(tuple(float(v) for v in segment) for segment in segments)
 
 
